@@ -1,0 +1,31 @@
+"""Rebuild a trained net from a checkpoint file alone, with a clear error for a bad file."""
+
+from pathlib import Path
+
+import torch
+
+from fer_lightning.config import import_object
+from fer_lightning.errors import UserError
+
+
+def load_net(path) -> torch.nn.Module:
+    """The ``net`` of a :class:`ClassifierModule` checkpoint, weights loaded, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                        f"{e.__class__.__name__}")
+    spec = ckpt.get("hyper_parameters", {}).get("net") if isinstance(ckpt, dict) else None
+    if not spec:
+        raise UserError(f"{path}: not a fer_lightning classifier checkpoint (no hyper_parameters.net)")
+    net = import_object(spec["class_path"])(**spec["init_args"])
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{path}: weights do not match {spec['class_path']}: {first}")
+    return net.eval()

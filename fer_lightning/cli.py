@@ -1,0 +1,66 @@
+"""``fer-lightning``: one command for single stages (LightningCLI) and whole pipelines.
+
+    fer-lightning train {fit,validate,test,predict} --config a.yaml [--config b.yaml] [--key value]
+    fer-lightning pipeline {run,plan,status} configs/pipelines/<name>.yaml [options]
+"""
+
+import sys
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from fer_lightning.data.base import TensorDataModule
+from fer_lightning.errors import UserError
+from fer_lightning.module import ClassifierModule
+from fer_lightning.tracking import make_logger
+
+
+class FERLightningCLI(LightningCLI):
+    """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``),
+    seed 0, and W&B (offline) as the default logger."""
+
+    def __init__(self, *args, logger=None, **kwargs):
+        self._logger = logger
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(ClassifierModule, TensorDataModule, *args, subclass_mode_data=True, **kwargs)
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
+                             "checkpoint.save_last": True, "checkpoint.filename": "best"})
+
+    def instantiate_trainer(self, **kwargs):
+        cfg = self._get(self.config_init, "trainer", default={})
+        if "logger" not in kwargs and cfg.get("logger") in (None, True):
+            kwargs["logger"] = self._logger or make_logger(cfg.get("default_root_dir") or ".")
+        return super().instantiate_trainer(**kwargs)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "train":
+            FERLightningCLI(args=rest)
+            return 0
+        if command == "pipeline":
+            from fer_lightning.pipeline.cli import pipeline_main
+
+            return pipeline_main(rest)
+        if command == "_stage":  # internal: one stage in its own process (multi-process DDP)
+            from fer_lightning.pipeline.runner import run_stage_job
+
+            return run_stage_job(rest[0])
+        print(f"error: unknown command '{command}' (expected train or pipeline)", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Small helpers shared by the pipeline and the stages: YAML loading, deep merge, imports."""
+
+import importlib
+from pathlib import Path
+
+import yaml
+
+from fer_lightning.errors import UserError
+
+
+def load_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``. Nested mappings merge, except that a mapping naming a different
+    ``class_path`` replaces the old one whole (its ``init_args`` would not fit)."""
+    out = dict(base)
+    for k, v in over.items():
+        b = out.get(k)
+        if isinstance(b, dict) and isinstance(v, dict) and b.get("class_path", v.get("class_path")) == \
+                v.get("class_path", b.get("class_path")):
+            out[k] = deep_merge(b, v)
+        else:
+            out[k] = v
+    return out
+
+
+def set_dotted(doc: dict, dotted: str, value) -> None:
+    """``set_dotted(d, "a.b.c", 1)`` sets ``d["a"]["b"]["c"] = 1``, creating mappings as needed."""
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        nxt = doc.get(k)
+        if nxt is None:
+            nxt = doc[k] = {}
+        if not isinstance(nxt, dict):
+            raise UserError(f"--set {dotted}: '{k}' is not a mapping")
+        doc = nxt
+    doc[keys[-1]] = value
+
+
+def import_object(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise UserError(f"class_path '{class_path}' cannot be imported")
+
+
+def instantiate(spec: dict, key: str):
+    """Build ``class_path(**init_args)``; ``key`` names the config entry in errors."""
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise UserError(f"{key}: expected a mapping with class_path (and init_args)")
+    cls = import_object(spec["class_path"])
+    try:
+        return cls(**(spec.get("init_args") or {}))
+    except TypeError as e:
+        raise UserError(f"{key}: {e}")

@@ -1,0 +1,162 @@
+"""FER2013 in the original Kaggle CSV format (``emotion,pixels,Usage``; plain or gzip).
+
+The CSV is parsed once into uint8 tensors and cached as a ``.pt`` file keyed by the CSV's content
+hash (in ``cache_dir``, default ``~/.cache/fer_lightning``), so later runs load in well under a
+second.
+"""
+
+import csv
+import gzip
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fer_lightning.artifacts import atomic_write_bytes, sha256_file
+from fer_lightning.data.augment import BatchAugment
+from fer_lightning.data.base import TensorDataModule, stratified_split
+from fer_lightning.errors import UserError
+
+USAGES = ("Training", "PublicTest", "PrivateTest")
+N_PIXELS = 48 * 48
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FER_LIGHTNING_CACHE", Path.home() / ".cache" / "fer_lightning"))
+
+
+def read_fer2013_csv(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse the CSV into (uint8 images [N, 48, 48], int64 labels [N], usage codes [N]).
+
+    Usage codes index :data:`USAGES`. Any malformed row raises a :class:`UserError` naming the file
+    and the 1-based line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: FER2013 CSV not found (pass the path to fer2013.csv or .csv.gz)")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="") as f:
+            text = f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read as {'gzip ' if opener is gzip.open else ''}text: {e}")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        raise UserError(f"{path}: file is empty; expected a header 'emotion,pixels,Usage'")
+    header = [h.strip() for h in header]
+    missing = [c for c in ("emotion", "pixels", "Usage") if c not in header]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; found {','.join(header)} "
+                        f"(expected the Kaggle header 'emotion,pixels,Usage')")
+    ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("Usage")
+    images, labels, usage = [], [], []
+    usage_code = {u: i for i, u in enumerate(USAGES)}
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise UserError(f"{path}: line {line}: {len(row)} fields, expected {len(header)}")
+        try:
+            emotion = int(row[ie])
+        except ValueError:
+            raise UserError(f"{path}: line {line}: emotion '{row[ie]}' is not an integer 0-6")
+        if not 0 <= emotion <= 6:
+            raise UserError(f"{path}: line {line}: unknown emotion id {emotion} (expected 0-6)")
+        if row[iu] not in usage_code:
+            raise UserError(f"{path}: line {line}: unknown Usage '{row[iu]}' "
+                            f"(expected one of {', '.join(USAGES)})")
+        try:
+            pix = np.array(row[ip].split(), dtype=np.int64)
+        except ValueError:
+            raise UserError(f"{path}: line {line}: pixels contain a non-integer value")
+        if pix.size != N_PIXELS:
+            raise UserError(f"{path}: line {line}: pixels has {pix.size} values, expected {N_PIXELS}")
+        if pix.min() < 0 or pix.max() > 255:
+            raise UserError(f"{path}: line {line}: pixel values must lie in 0..255")
+        images.append(pix.astype(np.uint8))
+        labels.append(emotion)
+        usage.append(usage_code[row[iu]])
+    if not labels:
+        raise UserError(f"{path}: no data rows after the header")
+    return (np.stack(images).reshape(-1, 48, 48), np.array(labels, dtype=np.int64),
+            np.array(usage, dtype=np.int64))
+
+
+def load_fer2013(path, cache_dir=None) -> dict[str, torch.Tensor]:
+    """Tensors ``images [N,1,48,48] uint8``, ``labels``, ``usage``, from the cache when possible."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: FER2013 CSV not found (pass the path to fer2013.csv or .csv.gz)")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = cache / f"fer2013-{sha256_file(path)[:16]}.pt"
+    if cached.is_file():
+        try:
+            return torch.load(cached, weights_only=True)
+        except Exception:  # a damaged cache file is rebuilt, never trusted
+            cached.unlink(missing_ok=True)
+    images, labels, usage = read_fer2013_csv(path)
+    data = {"images": torch.from_numpy(images).unsqueeze(1), "labels": torch.from_numpy(labels),
+            "usage": torch.from_numpy(usage)}
+    try:
+        buf = io.BytesIO()
+        torch.save(data, buf)
+        atomic_write_bytes(cached, buf.getvalue())
+    except OSError:
+        pass  # an unwritable cache only costs the next run a re-parse
+    return data
+
+
+class FER2013DataModule(TensorDataModule):
+    """FER2013 from the Kaggle CSV.
+
+    Splits: ``train`` (Training minus the validation slice), ``val``, ``test`` = PublicTest +
+    PrivateTest (the seed paper's test set), and ``public_test`` / ``private_test`` (the literature
+    reports PrivateTest alone).
+
+    Args:
+        csv_path: ``fer2013.csv`` or ``fer2013.csv.gz``.
+        val_split: ``holdout`` (default): a stratified ``val_fraction`` slice of Training, so that
+            no test row is ever used for tuning; ``PublicTest``: validate on PublicTest (the common
+            Kaggle protocol; then report PrivateTest only).
+        val_fraction: size of the holdout slice.
+        cache_dir: where the parsed tensor cache goes (default ``~/.cache/fer_lightning``).
+    """
+
+    eval_splits = ("train", "val", "test", "public_test", "private_test")
+
+    def __init__(self, csv_path: str, val_split: str = "holdout", val_fraction: float = 0.1,
+                 cache_dir: str | None = None, batch_size: int = 256, eval_batch_size: int = 1024,
+                 augment: BatchAugment | None = None, seed: int = 0):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
+                         seed=seed)
+        if val_split not in ("holdout", "PublicTest"):
+            raise UserError(f"data.val_split: '{val_split}' is not one of holdout, PublicTest")
+        if not 0.0 < val_fraction < 1.0:
+            raise UserError(f"data.val_fraction: {val_fraction} must lie strictly between 0 and 1")
+        self.csv_path, self.val_split, self.val_fraction = csv_path, val_split, val_fraction
+        self.cache_dir = cache_dir
+
+    def load_splits(self):
+        d = load_fer2013(self.csv_path, self.cache_dir)
+        images, labels, usage = d["images"], d["labels"], d["usage"]
+
+        def pick(mask):
+            idx = mask.nonzero().flatten()
+            return images[idx], labels[idx]
+
+        train, public, private = (pick(usage == i) for i in range(3))
+        for name, (_, y) in zip(USAGES, (train, public, private)):
+            if len(y) == 0:
+                raise UserError(f"{self.csv_path}: no rows with Usage '{name}'")
+        if self.val_split == "holdout":
+            keep, held = stratified_split(train[1], self.val_fraction, self.seed)
+            val = (train[0][held], train[1][held])
+            train = (train[0][keep], train[1][keep])
+        else:
+            val = public
+        test = (torch.cat([public[0], private[0]]), torch.cat([public[1], private[1]]))
+        return {"train": train, "val": val, "test": test, "public_test": public,
+                "private_test": private}

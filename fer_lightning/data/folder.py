@@ -1,0 +1,93 @@
+"""Faces stored as ``root/<class>/*.png|jpg|...``, read once into grey uint8 tensors.
+
+Class folder names are mapped onto the FER2013 classes with common synonyms (``anger`` →
+``angry``, ``happiness`` → ``happy``, ...). Splits: ``train_root`` gives train (and a stratified
+``val_fraction`` validation slice); ``test_root`` gives test, or, without one, a stratified
+``test_fraction`` slice of ``train_root`` is held out.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fer_lightning import CLASS_NAMES
+from fer_lightning.data.augment import BatchAugment
+from fer_lightning.data.base import TensorDataModule, stratified_split
+from fer_lightning.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+SYNONYMS = {
+    "anger": "angry", "angry": "angry", "disgust": "disgust", "disgusted": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "happy": "happy", "happiness": "happy",
+    "joy": "happy", "sad": "sad", "sadness": "sad", "surprise": "surprise", "surprised": "surprise",
+    "neutral": "neutral", "calm": "neutral",
+}
+
+
+def class_index(folder_name: str) -> int | None:
+    name = SYNONYMS.get(folder_name.strip().lower())
+    return None if name is None else CLASS_NAMES.index(name)
+
+
+def read_image_folder(root, image_size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read every image under ``root/<class>/`` as grey ``image_size``² uint8."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: image folder not found")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    if not class_dirs:
+        raise UserError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    images, labels = [], []
+    for d in class_dirs:
+        label = class_index(d.name)
+        if label is None:
+            raise UserError(f"{d}: unknown class name '{d.name}' (expected one of "
+                            f"{', '.join(CLASS_NAMES)} or a common synonym)")
+        files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise UserError(f"{d}: class folder is empty")
+        for f in files:
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UserError(f"{f}: not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("L")
+                    if im.size != (image_size, image_size):
+                        im = im.resize((image_size, image_size), Image.BILINEAR)
+                    images.append(np.asarray(im, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError) as e:
+                raise UserError(f"{f}: unreadable image ({e.__class__.__name__})")
+            labels.append(label)
+    return torch.from_numpy(np.stack(images)).unsqueeze(1), torch.tensor(labels, dtype=torch.int64)
+
+
+class ImageFolderDataModule(TensorDataModule):
+    """Your own faces, one folder per class.
+
+    Args:
+        train_root: folder of class folders used for training (and validation).
+        test_root: optional folder of class folders used as the test split.
+        val_fraction / test_fraction: stratified held-out slices (test only without test_root).
+        image_size: side the images are resized to (48 for the paper-000 CNNs).
+    """
+
+    def __init__(self, train_root: str, test_root: str | None = None, val_fraction: float = 0.1,
+                 test_fraction: float = 0.2, image_size: int = 48, batch_size: int = 256,
+                 eval_batch_size: int = 1024, augment: BatchAugment | None = None, seed: int = 0):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
+                         seed=seed)
+        self.train_root, self.test_root = train_root, test_root
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.image_size = image_size
+
+    def load_splits(self):
+        x, y = read_image_folder(self.train_root, self.image_size)
+        if self.test_root:
+            test = read_image_folder(self.test_root, self.image_size)
+        else:
+            keep, held = stratified_split(y, self.test_fraction, self.seed + 1)
+            test, x, y = (x[held], y[held]), x[keep], y[keep]
+        keep, held = stratified_split(y, self.val_fraction, self.seed)
+        return {"train": (x[keep], y[keep]), "val": (x[held], y[held]), "test": test}

@@ -1,0 +1,95 @@
+"""The one LightningModule every model plugs into: training logic only, no architecture."""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score,
+                                         MulticlassPrecision, MulticlassRecall)
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy plus macro-averaged precision, recall and F1 (paper 000, eqs. 14–17)."""
+    return MetricCollection({
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "precision": MulticlassPrecision(num_classes, average="macro"),
+        "recall": MulticlassRecall(num_classes, average="macro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+    })
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training of any ``net`` with ``features``/``classifier`` (see models/).
+
+    Args:
+        net: the model (``class_path``/``init_args`` in YAML).
+        optimizer: optimiser factory (``class_path: torch.optim.SGD`` ...); ``None`` is the
+            paper's Adam, lr 1e-3. Only parameters that
+            require gradients are optimised (a FusionNet trains its head alone).
+        scheduler: optional LR scheduler factory.
+        label_smoothing: cross-entropy label smoothing.
+        channels_last: NHWC memory layout for the conv layers (faster on CPU and tensor cores).
+    """
+
+    def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,
+                 scheduler: LRSchedulerCallable | None = None, label_smoothing: float = 0.0,
+                 channels_last: bool = True):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        # Enough to rebuild the net from the checkpoint alone (see checkpoints.load_net).
+        self.hparams["net"] = {"class_path": f"{type(net).__module__}.{type(net).__qualname__}",
+                               "init_args": getattr(net, "init_args", {})}
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.label_smoothing = label_smoothing
+        self.channels_last = channels_last
+        n = net.classifier.out_features
+        self.val_metrics = classification_metrics(n).clone(prefix="val/")
+        self.test_metrics = classification_metrics(n).clone(prefix="test/")
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        return self.net(self._layout(x))
+
+    def _layout(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
+        if batch_idx % 50 == 0 and not torch.isfinite(loss):  # a cheap, periodic sync
+            raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, "
+                                     f"batch {batch_idx}: lower the learning rate or check the data")
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def _eval_step(self, batch, metrics, prefix):
+        x, y = batch
+        logits = self(x)
+        self.log(f"{prefix}/loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y),
+                 sync_dist=True)
+        metrics.update(logits, y)
+        self.log_dict(metrics, prog_bar=prefix == "val", batch_size=len(y))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        x, y = batch
+        feats = self.net.features(self._layout(x))
+        return {"probs": self.net.classifier(feats).softmax(-1), "features": feats, "labels": y}
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = (self.optimizer_factory(params) if self.optimizer_factory
+               else torch.optim.Adam(params, lr=1e-3))
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt),
+                                                   "monitor": "val/acc"}}

@@ -1,0 +1,184 @@
+"""The pipeline file: a DAG of stages, each a kind + its config + inputs from other stages.
+
+    name: fer2013_fusion
+    base: other.yaml          # optional: this file is deep-merged on top of it
+    data: {class_path: ..., init_args: {...}}   # shared by every training stage
+    trainer: {max_epochs: 40, ...}              # shared by every training stage
+    seed: 0
+    stages:
+      cnn1:
+        kind: train
+        config: ../models/cnn1.yaml   # file(s), relative to this YAML, merged in order
+        params: {...}                 # inline config on top of them
+      fusion:
+        kind: fuse
+        config: ../models/fusion.yaml
+        inputs: {backbones: [cnn1.checkpoint, cnn2.checkpoint]}
+
+An input is ``<stage>.<output>``; inputs may be a single reference, a list or a mapping of them.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fer_lightning.config import deep_merge, load_yaml, set_dotted
+from fer_lightning.errors import UserError
+
+TOP_KEYS = {"name", "base", "data", "trainer", "seed", "stages", "description"}
+STAGE_KEYS = {"kind", "config", "params", "inputs"}
+TRAINING_KINDS = {"train", "fuse"}
+
+
+@dataclass
+class Stage:
+    name: str
+    kind: str
+    config: dict                    # fully resolved: what the stage receives
+    inputs: object = None           # as declared: refs in a str / list / dict structure
+    deps: list = field(default_factory=list)
+
+
+@dataclass
+class Pipeline:
+    name: str
+    path: Path
+    stages: dict                    # name -> Stage, in topological order
+
+
+def _load_with_base(path: Path, seen=()) -> dict:
+    doc = load_yaml(path)
+    base = doc.pop("base", None)
+    if base is None:
+        return _absolutise(doc, path.parent)
+    base_path = (path.parent / base).resolve()
+    if base_path in seen:
+        raise UserError(f"{path}: 'base' chain loops back to {base_path}")
+    return deep_merge(_load_with_base(base_path, seen + (base_path,)), _absolutise(doc, path.parent))
+
+
+def _absolutise(doc: dict, here: Path) -> dict:
+    """Stage config file paths are relative to the YAML that names them."""
+    for name, st in (doc.get("stages") or {}).items():
+        if isinstance(st, dict) and "config" in st:
+            files = st["config"] if isinstance(st["config"], list) else [st["config"]]
+            if not all(isinstance(f, str) for f in files):
+                raise UserError(f"stages.{name}.config: expected a file path or a list of them")
+            st["config"] = [str((here / f).resolve()) for f in files]
+    return doc
+
+
+def iter_refs(inputs):
+    if inputs is None:
+        return
+    if isinstance(inputs, str):
+        yield inputs
+    elif isinstance(inputs, list):
+        for x in inputs:
+            yield from iter_refs(x)
+    elif isinstance(inputs, dict):
+        for x in inputs.values():
+            yield from iter_refs(x)
+    else:
+        raise UserError(f"input reference {inputs!r} must be '<stage>.<output>'")
+
+
+def data_spec_for(path: str) -> dict:
+    """``--data PATH``: a FER2013 CSV, an image folder, or ``synthetic``."""
+    if path == "synthetic":
+        return {"class_path": "fer_lightning.data.SyntheticFacesDataModule", "init_args": {}}
+    p = Path(path)
+    if p.is_dir():
+        return {"class_path": "fer_lightning.data.ImageFolderDataModule",
+                "init_args": {"train_root": str(p.resolve())}}
+    if p.name.endswith((".csv", ".csv.gz")):
+        if not p.is_file():
+            raise UserError(f"{p}: data file not found")
+        return {"class_path": "fer_lightning.data.FER2013DataModule",
+                "init_args": {"csv_path": str(p.resolve())}}
+    raise UserError(f"--data {path}: expected a FER2013 .csv/.csv.gz file, an image folder, or 'synthetic'")
+
+
+def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeline:
+    from stages import KINDS
+
+    path = Path(path)
+    doc = _load_with_base(path.resolve())
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise UserError(f"--set {item}: expected KEY=VALUE")
+        set_dotted(doc, key.strip(), yaml.safe_load(value))
+    if data is not None:
+        # --data replaces the data module (and its init_args) but keeps shared settings such as
+        # batch_size and augment from the pipeline file.
+        new = data_spec_for(data)
+        old = doc.get("data") or {}
+        keep = {k: v for k, v in (old.get("init_args") or {}).items()
+                if k in ("batch_size", "eval_batch_size", "augment", "seed")}
+        new["init_args"] = {**keep, **new["init_args"]}
+        doc["data"] = new
+    unknown = set(doc) - TOP_KEYS
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "
+                        f"(allowed: {', '.join(sorted(TOP_KEYS))})")
+    raw = doc.get("stages")
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{path}: 'stages' must be a non-empty mapping of stage name -> stage")
+    stages = {}
+    for name, st in raw.items():
+        if not isinstance(st, dict):
+            raise UserError(f"{path}: stages.{name} must be a mapping")
+        bad = set(st) - STAGE_KEYS
+        if bad:
+            raise UserError(f"{path}: stages.{name}: unknown key(s) {', '.join(sorted(bad))} "
+                            f"(allowed: {', '.join(sorted(STAGE_KEYS))})")
+        kind = st.get("kind")
+        if kind not in KINDS:
+            raise UserError(f"{path}: stages.{name}.kind: unknown stage kind '{kind}' "
+                            f"(known: {', '.join(sorted(KINDS))})")
+        cfg = {}
+        if kind in TRAINING_KINDS:
+            cfg = {"seed_everything": doc.get("seed", 0), "trainer": dict(doc.get("trainer") or {})}
+            if doc.get("data"):
+                cfg["data"] = doc["data"]
+        for f in st.get("config") or []:
+            cfg = deep_merge(cfg, load_yaml(f))
+        params = st.get("params") or {}
+        if not isinstance(params, dict):
+            raise UserError(f"{path}: stages.{name}.params must be a mapping")
+        cfg = deep_merge(cfg, params)
+        deps = []
+        for ref in iter_refs(st.get("inputs")):
+            up, _, out = ref.partition(".")
+            if up not in raw:
+                raise UserError(f"{path}: stages.{name}.inputs: '{ref}' names a missing stage '{up}'")
+            up_kind = raw[up].get("kind") if isinstance(raw[up], dict) else None
+            if up_kind in KINDS and out not in KINDS[up_kind].OUTPUTS:
+                raise UserError(f"{path}: stages.{name}.inputs: stage '{up}' ({up_kind}) has no output "
+                                f"'{out}' (it has {', '.join(KINDS[up_kind].OUTPUTS)})")
+            if up not in deps:
+                deps.append(up)
+        stages[name] = Stage(name, kind, cfg, st.get("inputs"), deps)
+    return Pipeline(doc.get("name") or path.stem, path, _toposort(stages, path))
+
+
+def _toposort(stages: dict, path) -> dict:
+    order, state = [], {}
+
+    def visit(n, trail):
+        if state.get(n) == "done":
+            return
+        if state.get(n) == "visiting":
+            cycle = trail[trail.index(n):] + [n]
+            raise UserError(f"{path}: the stages form a cycle: {' -> '.join(cycle)}")
+        state[n] = "visiting"
+        for d in stages[n].deps:
+            visit(d, trail + [n])
+        state[n] = "done"
+        order.append(n)
+
+    for n in stages:
+        visit(n, [])
+    return {n: stages[n] for n in order}

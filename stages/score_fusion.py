@@ -1,0 +1,59 @@
+"""score_fusion: combine saved class probabilities of several models, no retraining
+(paper 000, eqs. 10–13): ``max`` takes the element-wise maximum, ``mean`` the average; the class
+is the argmax of the fused vector.
+
+Inputs: ``members``: a list of ``<stage>.probs`` references.
+Params: ``methods`` (default ``[max, mean]``).
+"""
+
+import numpy as np
+
+from fer_lightning.artifacts import atomic_save_npz, atomic_write_json
+from fer_lightning.errors import UserError
+from fer_lightning.metrics import score
+from fer_lightning.tracking import log_lineage, start_run
+from stages.train import load_npz
+
+OUTPUTS = {"probs": "probs.npz", "metrics": "metrics.json"}
+METHODS = {
+    "max": lambda stacked: stacked.max(axis=0),
+    "mean": lambda stacked: stacked.mean(axis=0),
+}
+
+
+def fuse_scores(member_probs: list[np.ndarray], method: str) -> np.ndarray:
+    """``[M × (N, C)]`` → ``(N, C)`` fused scores."""
+    if method not in METHODS:
+        raise UserError(f"score_fusion.methods: unknown method '{method}' (known: {', '.join(METHODS)})")
+    return METHODS[method](np.stack(member_probs))
+
+
+def run(ctx):
+    members = ctx.inputs.get("members") if isinstance(ctx.inputs, dict) else None
+    if not members or len(members) < 2:
+        raise UserError(f"stages.{ctx.name}.inputs.members: list at least two '<stage>.probs' references")
+    methods = ctx.config.get("methods", ["max", "mean"])
+    loaded = [load_npz(p) for p in members]
+    splits = [k[: -len("_probs")] for k in loaded[0] if k.endswith("_probs")
+              and all(k in m for m in loaded)]
+    probs, metrics = {}, {m: {} for m in methods}
+    for split in splits:
+        labels = loaded[0][f"{split}_labels"]
+        for i, m in enumerate(loaded[1:], start=1):
+            if not np.array_equal(m[f"{split}_labels"], labels):
+                raise UserError(f"{members[i]}: split '{split}' is not aligned with {members[0]} "
+                                f"(different labels): the members were evaluated on different data")
+        probs[f"{split}_labels"] = labels
+        for method in methods:
+            fused = fuse_scores([m[f"{split}_probs"] for m in loaded], method)
+            probs[f"{method}_{split}_probs"] = fused
+            metrics[method][split] = score(fused, labels, fused.shape[1])
+    atomic_save_npz(ctx.output("probs"), **probs)
+    atomic_write_json(ctx.output("metrics"), metrics)
+    summary = {f"{m}/{s}/acc": metrics[m][s]["acc"] for m in methods for s in splits}
+    run_ = start_run(ctx.out_dir, ctx.name, ctx.group, ctx.kind, ctx.config)
+    if run_ is not None:
+        run_.log(summary)
+        log_lineage(run_, ctx.name, ctx.pipeline, ctx.input_refs, {n: ctx.output(n) for n in OUTPUTS})
+        run_.finish()
+    return summary

@@ -1,0 +1,114 @@
+"""train: fit a classifier (best checkpoint by validation accuracy), then write per-split
+probabilities, last-fc features and metrics for the downstream stages.
+
+The stage config is a LightningCLI config (``model``, ``data``, ``trainer``, ``checkpoint``,
+``seed_everything``): the same file runs alone with ``fer-lightning train fit --config``.
+An interrupted run resumes from ``checkpoints/last.ckpt`` when its key is unchanged.
+"""
+
+import copy
+import io
+import shutil
+import sys
+
+import lightning as L
+import numpy as np
+import torch
+
+from fer_lightning.artifacts import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
+from fer_lightning.metrics import score
+from fer_lightning.tracking import log_lineage, make_logger
+
+OUTPUTS = {"checkpoint": "model.ckpt", "probs": "probs.npz", "features": "features.npz",
+           "metrics": "metrics.json"}
+
+
+def run(ctx):
+    return train_and_export(ctx, ctx.config)
+
+
+def train_and_export(ctx, cfg: dict) -> dict:
+    from fer_lightning.cli import FERLightningCLI
+
+    cfg = copy.deepcopy(cfg)
+    ckpt_dir = ctx.out_dir / "checkpoints"
+    cfg.setdefault("trainer", {})["default_root_dir"] = str(ctx.out_dir)
+    cfg.setdefault("checkpoint", {})["dirpath"] = str(ckpt_dir)
+    last, key_file = ckpt_dir / "last.ckpt", ctx.out_dir / "run_key"
+    resume = last.is_file() and key_file.is_file() and key_file.read_text() == ctx.key
+    if not resume and ckpt_dir.exists() and _is_rank_zero():
+        shutil.rmtree(ckpt_dir)  # checkpoints of another config must not be resumed
+
+    logger = make_logger(ctx.out_dir, name=ctx.name, group=ctx.group, job_type=ctx.kind, config=cfg)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the config comes from `args`, not the command line
+    try:
+        cli = FERLightningCLI(run=False, args=cfg, logger=logger, save_config_callback=None)
+    finally:
+        sys.argv = argv
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    if trainer.is_global_zero:
+        atomic_write_text(key_file, ctx.key)
+    if resume:
+        print(f"[{ctx.name}] resuming from {last}")
+    trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        return {}
+
+    best = trainer.checkpoint_callback.best_model_path or str(last)
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["state_dict"])
+    slim = {k: ckpt[k] for k in ("state_dict", "hyper_parameters", "epoch", "global_step",
+                                 "pytorch-lightning_version") if k in ckpt}
+    buf = io.BytesIO()
+    torch.save(slim, buf)
+    atomic_write_bytes(ctx.output("checkpoint"), buf.getvalue())
+
+    probs, feats, metrics = export_predictions(model, dm, cfg["trainer"].get("accelerator", "auto"))
+    metrics["best_epoch"] = int(ckpt.get("epoch", -1))
+    atomic_save_npz(ctx.output("probs"), **probs)
+    atomic_save_npz(ctx.output("features"), **feats)
+    atomic_write_json(ctx.output("metrics"), metrics)
+
+    summary = {f"{split}/acc": m["acc"] for split, m in metrics.items() if isinstance(m, dict)}
+    logger.log_metrics({f"final/{k}": v for k, v in summary.items()})
+    if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+        run = logger.experiment
+        log_lineage(run, ctx.name, ctx.pipeline, ctx.input_refs,
+                    {n: ctx.output(n) for n in OUTPUTS})
+        run.finish()
+    else:
+        logger.finalize("success")
+    return summary
+
+
+def export_predictions(model, dm, accelerator="auto"):
+    """Probabilities, last-fc features and scores for every split of the data module."""
+    predictor = L.Trainer(accelerator=accelerator if accelerator in ("cpu", "gpu", "cuda", "mps") else "auto",
+                          devices=1, logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, enable_checkpointing=False)
+    probs, feats, metrics = {}, {}, {}
+    for split in dm.eval_splits:
+        dm.setup()
+        if split not in dm.splits:
+            continue
+        dm.predict_split = split
+        outs = predictor.predict(model, datamodule=dm)
+        p = torch.cat([o["probs"] for o in outs]).float().cpu().numpy()
+        f = torch.cat([o["features"] for o in outs]).float().cpu().numpy()
+        y = torch.cat([o["labels"] for o in outs]).cpu().numpy()
+        probs[f"{split}_probs"], probs[f"{split}_labels"] = p, y
+        feats[f"{split}_features"], feats[f"{split}_labels"] = f, y
+        metrics[split] = score(p, y, p.shape[1])
+    dm.predict_split = "test"
+    return probs, feats, metrics
+
+
+def _is_rank_zero() -> bool:
+    import os
+
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def load_npz(path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}

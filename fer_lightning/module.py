@@ -1,5 +1,7 @@
 """The one LightningModule every model plugs into: training logic only, no architecture."""
 
+import os
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -56,6 +58,12 @@ class ClassifierModule(L.LightningModule):
 
     def _layout(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def on_train_epoch_start(self):
+        # Augmentation and dropout draw from the global RNG, which a checkpoint does not restore:
+        # reseeding it from (seed, epoch) makes a resumed run identical to an uninterrupted one.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(seed * 1_000_003 + self.current_epoch + 1000 * self.global_rank)
 
     def training_step(self, batch, batch_idx):
         x, y = batch

@@ -14,6 +14,7 @@ import sys
 import lightning as L
 import numpy as np
 import torch
+import yaml
 
 from fer_lightning.artifacts import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
 from fer_lightning.metrics import score
@@ -31,11 +32,13 @@ def train_and_export(ctx, cfg: dict) -> dict:
     from fer_lightning.cli import FERLightningCLI
 
     cfg = copy.deepcopy(cfg)
+    if _is_rank_zero():  # the fully resolved config: `fer-lightning train fit --config` runs it alone
+        atomic_write_text(ctx.out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     ckpt_dir = ctx.out_dir / "checkpoints"
     cfg.setdefault("trainer", {})["default_root_dir"] = str(ctx.out_dir)
     cfg.setdefault("checkpoint", {})["dirpath"] = str(ckpt_dir)
     last, key_file = ckpt_dir / "last.ckpt", ctx.out_dir / "run_key"
-    resume = last.is_file() and key_file.is_file() and key_file.read_text() == ctx.key
+    resume = last.is_file() and key_file.is_file() and key_file.read_text() == ctx.key and _loadable(last)
     if not resume and ckpt_dir.exists() and _is_rank_zero():
         shutil.rmtree(ckpt_dir)  # checkpoints of another config must not be resumed
 
@@ -101,6 +104,16 @@ def export_predictions(model, dm, accelerator="auto"):
         metrics[split] = score(p, y, p.shape[1])
     dm.predict_split = "test"
     return probs, feats, metrics
+
+
+def _loadable(path) -> bool:
+    """A checkpoint torn by a crash is not resumed from (training restarts instead)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+        return True
+    except Exception:
+        print(f"warning: {path} is unreadable (interrupted write?); training starts over")
+        return False
 
 
 def _is_rank_zero() -> bool:

@@ -9,7 +9,7 @@ its device (`on_after_batch_transfer`).
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from fer_lightning import CLASS_NAMES
 from fer_lightning.data.augment import BatchAugment
@@ -32,6 +32,24 @@ class _IndexedTensors(Dataset):
     def __getitem__(self, idx):
         idx = torch.as_tensor(idx)
         return self.images[idx], self.labels[idx]
+
+
+class ShuffledBatches(Sampler):
+    """Shuffled batches of indices whose order depends only on (seed, epoch): a run resumed from a
+    checkpoint sees exactly the batches an uninterrupted run would. Lightning calls set_epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(self.n, generator=gen).split(self.batch_size)
+
+    def __len__(self):
+        return -(-self.n // self.batch_size)
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -84,8 +102,7 @@ class TensorDataModule(L.LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         ds = _IndexedTensors(*self.split(name))
         if train:
-            gen = torch.Generator().manual_seed(self.seed)
-            sampler = BatchSampler(RandomSampler(ds, generator=gen), self.batch_size, drop_last=False)
+            sampler = ShuffledBatches(len(ds), self.batch_size, self.seed)
         else:
             sampler = BatchSampler(SequentialSampler(ds), self.eval_batch_size, drop_last=False)
         # batch_size=None: the sampler already yields whole batches of indices.

@@ -36,6 +36,7 @@ class StageContext:
     config: dict
     inputs: object          # the declared structure with every reference replaced by a path
     input_refs: dict        # reference ("cnn1.checkpoint") -> path, for lineage
+    input_hashes: dict      # reference -> sha256 of that artifact
     pipeline: str
     group: str              # W&B group: one per pipeline invocation
     key: str
@@ -250,7 +251,8 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
             atomic_write_text(stage_dir / "config.yaml", yaml.safe_dump(stage.config, sort_keys=False))
             ctx = StageContext(name=name, kind=stage.kind, out_dir=stage_dir, config=stage.config,
                                inputs=_substitute(stage.inputs, refs),
-                               input_refs={r: str(p) for r, (p, _) in refs.items()}, pipeline=pipe.name,
+                               input_refs={r: str(p) for r, (p, _) in refs.items()},
+                               input_hashes={r: sha for r, (_, sha) in refs.items()}, pipeline=pipe.name,
                                group=group, key=key)
             t0 = time.time()
             metrics = _execute_in_process_or_child(ctx, _needs_own_process(stage))
@@ -285,7 +287,9 @@ def _write_manifest(ctx: StageContext, stage: Stage, metrics: dict, version: dic
         outputs[name] = {"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size}
     atomic_write_json(ctx.out_dir / "manifest.json", {
         "stage": ctx.name, "kind": ctx.kind, "key": ctx.key,
-        "config_hash": sha256_json(stage.config), "inputs": ctx.input_refs, "outputs": outputs,
+        "config_hash": sha256_json(stage.config),
+        "inputs": {r: {"path": p, "sha256": ctx.input_hashes[r]} for r, p in ctx.input_refs.items()},
+        "outputs": outputs,
         "metrics": metrics, "code_version": version,
         "timings": {"finished": datetime.now(timezone.utc).isoformat(), "seconds": round(time.time() - t0, 2)},
     })

@@ -1,0 +1,50 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tests never touch the network and never wait on W&B unless a test turns it on itself.
+os.environ.setdefault("FER_WANDB", "off")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# The demo pipeline shrunk to seconds: tiny synthetic splits, 1 epoch, narrow CNNs.
+TINY_PIPELINE = """
+base: {demo}
+name: tiny
+data:
+  class_path: fer_lightning.data.SyntheticFacesDataModule
+  init_args: {{num_train: 140, num_val: 70, num_test: 70, batch_size: 35}}
+trainer: {{max_epochs: 1, enable_model_summary: false}}
+stages:
+  cnn1: {{params: {{model: {{net: {{init_args: {{widths: [4, 8, 8, 8, 8], fc: [16, 8, 8]}}}}}}}}}}
+  cnn2: {{params: {{model: {{net: {{init_args: {{widths: [4, 8, 8, 8], fc: [16, 8]}}}}}}}}}}
+  cnn3: {{params: {{model: {{net: {{init_args: {{widths: [4, 4, 8, 8, 8, 8], fc: 16}}}}}}}}}}
+  fusion: {{params: {{trainer: {{max_epochs: 1}}}}}}
+"""
+
+
+@pytest.fixture
+def tiny_pipeline(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_PIPELINE.format(demo=ROOT / "configs" / "pipelines" / "fer2013_fusion_demo.yaml"))
+    return path
+
+
+def write_fer_csv(path: Path, rows) -> Path:
+    """rows: (emotion, pixels list or str, usage) -> a Kaggle-format CSV (gzip if path ends .gz)."""
+    import gzip
+
+    lines = ["emotion,pixels,Usage"]
+    for e, pix, u in rows:
+        pix = pix if isinstance(pix, str) else " ".join(str(int(p)) for p in pix)
+        lines.append(f"{e},{pix},{u}")
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path

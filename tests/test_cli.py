@@ -1,0 +1,83 @@
+"""The ``fer-lightning`` command as a user runs it (real subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from conftest import ROOT
+
+TINY = ["--data.init_args.num_train", "70", "--data.init_args.num_val", "35",
+        "--data.init_args.num_test", "35", "--model.net.init_args.widths", "[4, 8, 8, 8]",
+        "--model.net.init_args.fc", "[8, 8]", "--trainer.max_epochs", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+CONFIGS = ["--config", "configs/trainer/cpu_quick.yaml", "--config", "configs/data/synthetic.yaml",
+           "--config", "configs/models/cnn2.yaml"]
+
+
+def fer(*args, env=None, timeout=300):
+    e = {**os.environ, "FER_WANDB": "off", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "fer_lightning", *args], cwd=ROOT, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_fit_validate_test_predict_and_print_config(tmp_path):
+    root = ["--trainer.default_root_dir", str(tmp_path), "--checkpoint.dirpath", str(tmp_path / "ckpt")]
+    r = fer("train", "fit", *CONFIGS, *TINY, *root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ckpt = tmp_path / "ckpt" / "best.ckpt"
+    assert ckpt.is_file() and (tmp_path / "ckpt" / "last.ckpt").is_file()
+    for sub in ("validate", "test", "predict"):
+        r = fer("train", sub, *CONFIGS, *TINY, *root, "--ckpt_path", str(ckpt))
+        assert r.returncode == 0, (sub, r.stderr[-2000:])
+    assert "test/acc" in fer("train", "test", *CONFIGS, *TINY, *root, "--ckpt_path", str(ckpt)).stdout
+    r = fer("train", "fit", *CONFIGS, "--print_config")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["model"]["net"]["class_path"] == "fer_lightning.models.CNN2"
+    assert cfg["data"]["class_path"] == "fer_lightning.data.SyntheticFacesDataModule"
+    assert cfg["checkpoint"]["monitor"] == "val/acc"
+
+
+def test_unknown_config_key_fails(tmp_path):
+    r = fer("train", "fit", *CONFIGS, "--model.net.init_args.colour", "blue")
+    assert r.returncode != 0 and "colour" in r.stderr
+
+
+def test_pipeline_errors_are_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstages:\n  a: {kind: train, inputs: {x: b.metrics}}\n  b: {kind: score_fusion, inputs: {y: a.metrics}}\n")
+    r = fer("pipeline", "run", str(bad), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "cycle" in r.stderr and "Traceback" not in r.stderr
+    r = fer("pipeline", "run", "configs/pipelines/fer2013_fusion.yaml", "--data", str(tmp_path / "no.csv.gz"))
+    assert r.returncode == 2 and "no.csv.gz: data file not found" in r.stderr
+
+
+def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path):
+    """A training stage with DDP (2 processes, gloo) through the pipeline runner, which gives
+    such a stage its own process tree."""
+    out = tmp_path / "runs"
+    r = fer("pipeline", "run", str(tiny_pipeline), "--out", str(out), "--only", "cnn1",
+            "--set", "trainer.strategy=ddp", "--set", "trainer.devices=2", "--set", "trainer.accelerator=cpu",
+            timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "distributed_backend=gloo" in r.stdout + r.stderr
+    assert "All distributed processes registered. Starting with 2 processes" in r.stdout + r.stderr
+    manifest = json.loads((out / "cnn1" / "manifest.json").read_text())
+    assert set(manifest["outputs"]) == {"checkpoint", "probs", "features", "metrics"}
+
+
+def test_wandb_offline_never_needs_the_network(tiny_pipeline, tmp_path):
+    """Real W&B, offline by default: with an unreachable server configured, the run still ends
+    quickly and leaves its local run files (metrics, config, artifacts)."""
+    out = tmp_path / "runs"
+    env = {"FER_WANDB": "on", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40}
+    env.pop("WANDB_MODE", None)
+    r = fer("pipeline", "run", str(tiny_pipeline), "--out", str(out), "--only", "cnn1", env=env, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = list((out / "cnn1" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb")), "no W&B run file"

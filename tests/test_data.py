@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_fer_csv
+from fer_lightning.data import BatchAugment, FER2013DataModule, ImageFolderDataModule, SyntheticFacesDataModule
+from fer_lightning.data.fer2013 import load_fer2013, read_fer2013_csv
+from fer_lightning.errors import UserError
+
+RNG = np.random.default_rng(0)
+
+
+def _rows(n_per_usage=14):
+    rows = []
+    for usage in ("Training", "PublicTest", "PrivateTest"):
+        for i in range(n_per_usage):
+            rows.append((i % 7, RNG.integers(0, 256, 2304), usage))
+    return rows
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_reader_plain_and_gzip(tmp_path, suffix):
+    rows = _rows()
+    path = write_fer_csv(tmp_path / f"f{suffix}", rows)
+    images, labels, usage = read_fer2013_csv(path)
+    assert images.shape == (42, 48, 48) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[5].ravel(), rows[5][1])
+    assert labels.tolist() == [r[0] for r in rows]
+    assert usage.tolist() == [0] * 14 + [1] * 14 + [2] * 14
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "file is empty"),
+    ("emotion,pixel,Usage\n", "missing column(s) pixels"),
+    ("emotion,pixels,Usage\n", "no data rows"),
+    ("emotion,pixels,Usage\n0,1 2 3,Training\n", "line 2: pixels has 3 values, expected 2304"),
+    ("emotion,pixels,Usage\n0," + " ".join(["1"] * 2303) + " x,Training\n", "line 2: pixels contain a non-integer"),
+    ("emotion,pixels,Usage\n9," + " ".join(["1"] * 2304) + ",Training\n", "line 2: unknown emotion id 9"),
+    ("emotion,pixels,Usage\n0," + " ".join(["1"] * 2304) + ",Validation\n", "line 2: unknown Usage 'Validation'"),
+])
+def test_reader_errors_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(UserError) as e:
+        read_fer2013_csv(path)
+    assert str(path) in str(e.value) and message in str(e.value)
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_fer2013_csv(tmp_path / "nope.csv")
+
+
+def test_fer2013_datamodule_splits_and_cache(tmp_path):
+    path = write_fer_csv(tmp_path / "f.csv", _rows(28))
+    dm = FER2013DataModule(str(path), val_fraction=0.25, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    sizes = {k: len(v[1]) for k, v in dm.splits.items()}
+    assert sizes == {"train": 21, "val": 7, "test": 56, "public_test": 28, "private_test": 28}
+    assert torch.bincount(dm.splits["val"][1]).tolist() == [1] * 7  # stratified
+    assert len(list((tmp_path / "cache").glob("fer2013-*.pt"))) == 1
+    again = load_fer2013(path, tmp_path / "cache")  # from the cache
+    assert again["images"].shape == (84, 1, 48, 48)
+    dm2 = FER2013DataModule(str(path), val_split="PublicTest", cache_dir=str(tmp_path / "cache"))
+    dm2.setup()
+    assert torch.equal(dm2.splits["val"][0], dm2.splits["public_test"][0])
+
+
+def test_split_without_rows_is_a_user_error(tmp_path):
+    rows = [r for r in _rows() if r[2] != "PrivateTest"]
+    path = write_fer_csv(tmp_path / "f.csv", rows)
+    with pytest.raises(UserError, match="no rows with Usage 'PrivateTest'"):
+        FER2013DataModule(str(path), cache_dir=str(tmp_path / "c")).setup()
+
+
+def test_batches_are_normalised_and_augmented_on_device():
+    dm = SyntheticFacesDataModule(num_train=70, num_val=14, num_test=14, batch_size=32,
+                                  augment=BatchAugment())
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.dtype == torch.uint8 and x.shape == (32, 1, 48, 48) and y.shape == (32,)
+    out, _ = dm.on_after_batch_transfer((x, y), 0)  # no trainer attached: no augmentation
+    assert out.dtype == torch.float32 and -3 < out.mean() < 3
+    aug = BatchAugment()(x.float())
+    assert aug.shape == x.shape and not torch.equal(aug, x.float())
+
+
+def test_synthetic_faces_are_deterministic_and_balanced():
+    from fer_lightning.data.synthetic import make_synthetic_faces
+
+    a, ya = make_synthetic_faces(140, seed=3)
+    make_synthetic_faces.cache_clear()
+    b, yb = make_synthetic_faces(140, seed=3)
+    assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert torch.bincount(ya).tolist() == [20] * 7
+    c, _ = make_synthetic_faces(140, seed=4)
+    assert not torch.equal(a, c)
+
+
+def test_image_folder_reads_synonyms_and_rejects_bad_input(tmp_path):
+    from PIL import Image
+
+    for cls in ("happiness", "anger", "sad"):
+        (tmp_path / "ok" / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(RNG.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "ok" / cls / f"{i}.png")
+    dm = ImageFolderDataModule(str(tmp_path / "ok"), val_fraction=0.2, test_fraction=0.2)
+    dm.setup()
+    assert dm.splits["train"][0].shape[1:] == (1, 48, 48)
+    assert sorted(torch.cat([dm.splits[s][1] for s in ("train", "val", "test")]).unique().tolist()) == [0, 3, 4]
+
+    (tmp_path / "ok" / "sad" / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="notes.txt: not an image file"):
+        ImageFolderDataModule(str(tmp_path / "ok")).setup()
+    (tmp_path / "ok" / "sad" / "notes.txt").unlink()
+    (tmp_path / "ok" / "sad" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="broken.png: unreadable image"):
+        ImageFolderDataModule(str(tmp_path / "ok")).setup()
+    (tmp_path / "ok" / "sad" / "broken.png").unlink()
+    (tmp_path / "ok" / "contempt").mkdir()
+    with pytest.raises(UserError, match="unknown class name 'contempt'"):
+        ImageFolderDataModule(str(tmp_path / "ok")).setup()
+    (tmp_path / "ok" / "contempt").rmdir()
+    (tmp_path / "ok" / "fear").mkdir()
+    with pytest.raises(UserError, match="class folder is empty"):
+        ImageFolderDataModule(str(tmp_path / "ok")).setup()

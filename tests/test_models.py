@@ -1,0 +1,76 @@
+import torch
+from torch import nn
+
+from fer_lightning.models import CNN1, CNN2, CNN3, FusionNet
+from fer_lightning.module import ClassifierModule
+
+
+def _layers(model, kind):
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def _sequence(model):
+    """Layer type names of the feature extractor, in order."""
+    return [type(m).__name__ for m in model.features]
+
+
+def test_output_and_feature_shapes():
+    x = torch.randn(4, 1, 48, 48)
+    for cls, dim in ((CNN1, 64), (CNN2, 128), (CNN3, 256)):
+        net = cls().eval()
+        assert net(x).shape == (4, 7)
+        assert net.features(x).shape == (4, dim) and net.feature_dim == dim
+
+
+def test_layer_counts_match_the_paper():
+    # CNN1: 5 conv + 4 fc; CNN2: 4 conv + 3 fc; CNN3: 6 conv + 2 fc (paper 000, Fig. 1)
+    for cls, convs, fcs in ((CNN1, 5, 4), (CNN2, 4, 3), (CNN3, 6, 2)):
+        net = cls()
+        assert len(_layers(net, nn.Conv2d)) == convs
+        assert len(_layers(net, nn.Linear)) == fcs
+
+
+def test_cnn1_and_cnn2_conv_blocks_are_bn_relu_pool_dropout():
+    for cls in (CNN1, CNN2):
+        seq = _sequence(cls())
+        for i, name in enumerate(seq):
+            if name == "Conv2d":
+                assert seq[i + 1:i + 5] == ["BatchNorm2d", "ReLU", "MaxPool2d", "Dropout"]
+            if name == "Linear":  # hidden fc layers: BN, ReLU, dropout
+                assert seq[i + 1:i + 4] == ["BatchNorm1d", "ReLU", "Dropout"]
+
+
+def test_cnn3_pools_after_conv_2_3_4_6_and_fc1_has_relu_only():
+    seq = _sequence(CNN3())
+    conv_idx = [i for i, n in enumerate(seq) if n == "Conv2d"]
+    pooled = [seq[i + 3] == "MaxPool2d" if i + 3 < len(seq) else False for i in conv_idx]
+    assert pooled == [False, True, True, True, False, True]
+    assert all(seq[i + 1:i + 3] == ["BatchNorm2d", "ReLU"] for i in conv_idx)
+    assert seq[-2:] == ["Linear", "ReLU"]
+
+
+def test_fusion_net_freezes_backbones_and_trains_only_the_head(tmp_path):
+    import lightning as L
+
+    paths = []
+    for cls in (CNN1, CNN2):
+        module = ClassifierModule(cls())
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0,
+                            enable_progress_bar=False, enable_model_summary=False)
+        trainer.strategy.connect(module)
+        p = tmp_path / f"{cls.__name__}.ckpt"
+        trainer.save_checkpoint(p)
+        paths.append(str(p))
+    fusion = FusionNet(paths)
+    assert fusion.feature_dim == 64 + 128
+    trainable = [n for n, p in fusion.named_parameters() if p.requires_grad]
+    assert trainable == ["classifier.weight", "classifier.bias"]
+    fusion.train()
+    assert all(not m.training for b in fusion.backbones for m in b.modules())
+    x = torch.randn(3, 1, 48, 48)
+    assert fusion(x).shape == (3, 7)
+    # the backbones are the trained ones: same features as the checkpointed net
+    from fer_lightning.checkpoints import load_net
+
+    b1 = load_net(paths[0])
+    assert torch.allclose(fusion.backbones[0].features(x), b1.features(x))

@@ -1,0 +1,132 @@
+"""The whole paper-000 DAG on tiny synthetic data with the real Trainer, and the caching rules."""
+
+import json
+
+import pytest
+
+from fer_lightning.errors import UserError
+from fer_lightning.pipeline.runner import run_pipeline
+from fer_lightning.pipeline.spec import load_pipeline
+
+ALL = ["cnn1", "cnn2", "cnn3", "fusion", "score_fusion", "probe", "report"]
+
+
+def _run(path, out, sets=(), **kw):
+    return run_pipeline(load_pipeline(path, sets=list(sets)), out, log=lambda *_: None, **kw)
+
+
+def _ran(statuses):
+    return sorted(n for n, s in statuses.items() if s == "run")
+
+
+def test_dag_runs_then_caches_by_the_rules(tiny_pipeline, tmp_path):
+    out = tmp_path / "runs"
+    assert _ran(_run(tiny_pipeline, out)) == sorted(ALL)
+    for stage in ALL:
+        manifest = json.loads((out / stage / "manifest.json").read_text())
+        assert manifest["key"] and all(o["sha256"] for o in manifest["outputs"].values())
+    report = (out / "report" / "report.md").read_text()
+    assert "Mean-Score Fusion" in report and "69.03" in report
+    assert (out / "report" / "confusion_mean_score_fusion.png").stat().st_size > 1000
+    tables = json.loads((out / "report" / "report.json").read_text())["tables"]
+    assert [len(t["rows"]) for t in tables] == [6, 6, 10]
+
+    # 1. unchanged: everything skipped
+    assert _ran(_run(tiny_pipeline, out)) == []
+    # 2. probe settings changed: probe and report only
+    k = ["stages.probe.params.classifiers.knn.init_args.n_neighbors=3"]
+    assert _ran(_run(tiny_pipeline, out, k)) == ["probe", "report"]
+    # 3. CNN2's config changed: CNN2 and everything downstream; CNN1/CNN3 skipped
+    c = k + ["stages.cnn2.params.model.net.init_args.conv_dropout=0.3"]
+    assert _ran(_run(tiny_pipeline, out, c)) == ["cnn2", "fusion", "probe", "report", "score_fusion"]
+    assert _ran(_run(tiny_pipeline, out, c)) == []
+
+    # an artifact changed on disk after its stage finished: that stage (and only what its new
+    # output feeds) re-runs
+    probs = out / "score_fusion" / "probs.npz"
+    probs.write_bytes(probs.read_bytes()[:-10])
+    assert _ran(_run(tiny_pipeline, out, c)) == ["score_fusion"]
+
+    # dry run (plan) changes nothing
+    d = c + ["stages.cnn3.params.model.net.init_args.conv_dropout=0.3"]
+    assert _ran(_run(tiny_pipeline, out, d, dry_run=True)) == ["cnn3", "probe", "report", "score_fusion"]
+    assert _ran(_run(tiny_pipeline, out, c)) == []
+
+    # --from re-runs a stage and its descendants; --only one stage
+    assert _ran(_run(tiny_pipeline, out, c, from_stage="fusion")) == ["fusion", "probe", "report", "score_fusion"]
+    assert _ran(_run(tiny_pipeline, out, c, only=["probe"], force=True)) == ["probe"]
+
+
+def test_stage_interrupted_leaves_no_finished_manifest(tiny_pipeline, tmp_path, monkeypatch):
+    import stages.probe
+
+    out = tmp_path / "runs"
+
+    def boom(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages.probe, "run", boom)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_pipeline, out)
+    assert (out / "score_fusion" / "manifest.json").is_file()
+    assert not (out / "probe" / "manifest.json").exists()
+    monkeypatch.undo()
+    assert _ran(_run(tiny_pipeline, out)) == ["probe", "report"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("stages.cnn1.kind=transform", "unknown stage kind 'transform'"),
+    ("stages.cnn1.colour=blue", "stages.cnn1: unknown key(s) colour"),
+    ("stages.fusion.inputs.backbones=[cnn9.checkpoint]", "names a missing stage 'cnn9'"),
+    ("stages.fusion.inputs.backbones=[cnn1.weights]", "stage 'cnn1' (train) has no output 'weights'"),
+    ("stages.cnn1.inputs={x: report.report}", "the stages form a cycle"),
+    ("epochs=3", "unknown key(s) epochs"),
+])
+def test_bad_pipeline_files_are_one_line_errors(tiny_pipeline, edit, message):
+    with pytest.raises(UserError) as e:
+        load_pipeline(tiny_pipeline, sets=[edit])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_only_a_stage_whose_inputs_are_missing_is_an_error(tiny_pipeline, tmp_path):
+    with pytest.raises(UserError, match="needs cnn1, cnn2, not finished yet"):
+        _run(tiny_pipeline, tmp_path / "runs", only=["fusion"])
+
+
+def test_second_run_on_the_same_output_directory_is_refused(tiny_pipeline, tmp_path):
+    from fer_lightning.pipeline.runner import _lock
+
+    with _lock(tmp_path / "runs"):
+        with pytest.raises(UserError, match="another pipeline run is using this output directory"):
+            _run(tiny_pipeline, tmp_path / "runs")
+
+
+def test_interrupted_training_resumes_from_last_checkpoint_with_identical_results(tiny_pipeline, tmp_path, monkeypatch):
+    from fer_lightning.module import ClassifierModule
+
+    sets = ["trainer.max_epochs=2"]
+    _run(tiny_pipeline, tmp_path / "straight", sets, only=["cnn2"])
+    straight = json.loads((tmp_path / "straight" / "cnn2" / "metrics.json").read_text())
+
+    original = ClassifierModule.on_train_epoch_start
+
+    def crash_after_first_epoch(self):  # epoch 0's checkpoints are written by then
+        if self.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+        return original(self)
+
+    monkeypatch.setattr(ClassifierModule, "on_train_epoch_start", crash_after_first_epoch)
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(tiny_pipeline, out, sets, only=["cnn2"])
+    assert (out / "cnn2" / "checkpoints" / "last.ckpt").is_file()
+    assert not (out / "cnn2" / "manifest.json").exists()
+    monkeypatch.undo()
+    lines = []
+    run_pipeline(load_pipeline(tiny_pipeline, sets=sets), out, only=["cnn2"], log=lines.append)
+    assert any("no finished run" in line for line in lines)
+    resumed = json.loads((out / "cnn2" / "metrics.json").read_text())
+    assert resumed["best_epoch"] == straight["best_epoch"]
+    for split in ("train", "val", "test"):
+        assert resumed[split]["acc"] == straight[split]["acc"]
+        assert resumed[split]["confusion"] == straight[split]["confusion"]

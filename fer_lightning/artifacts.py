@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,14 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_save_npz(path, **arrays) -> None:
+    """Like ``np.savez``, but byte-identical for identical arrays (``np.savez`` stamps each zip
+    entry with the current time, which would change the hash of an unchanged artifact)."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, np.asanyarray(arr), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), entry.getvalue())
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -9,6 +9,7 @@ import sys
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from fer_lightning.callbacks import ProbabilityWriter
 from fer_lightning.data.base import TensorDataModule
 from fer_lightning.errors import UserError
 from fer_lightning.module import ClassifierModule
@@ -17,7 +18,7 @@ from fer_lightning.tracking import make_logger
 
 class FERLightningCLI(LightningCLI):
     """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``),
-    seed 0, and W&B (offline) as the default logger."""
+    ``predict`` writing ``predictions.npz``, seed 0, and W&B (offline) as the default logger."""
 
     def __init__(self, *args, logger=None, **kwargs):
         self._logger = logger
@@ -27,6 +28,7 @@ class FERLightningCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ProbabilityWriter, "prediction_writer")
         parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
                              "checkpoint.save_last": True, "checkpoint.filename": "best"})
 

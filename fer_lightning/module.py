@@ -74,6 +74,12 @@ class ClassifierModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
+    def on_train_epoch_end(self):
+        loss = self.trainer.callback_metrics.get("train/loss")
+        if loss is not None and not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} in epoch {self.current_epoch}: "
+                                     f"lower the learning rate or check the data")
+
     def _eval_step(self, batch, metrics, prefix):
         x, y = batch
         logits = self(x)

@@ -7,6 +7,7 @@ An interrupted run resumes from ``checkpoints/last.ckpt`` when its key is unchan
 """
 
 import copy
+from argparse import ArgumentError
 import io
 import shutil
 import sys
@@ -17,6 +18,7 @@ import torch
 import yaml
 
 from fer_lightning.artifacts import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
+from fer_lightning.errors import UserError
 from fer_lightning.metrics import score
 from fer_lightning.tracking import log_lineage, make_logger
 
@@ -45,7 +47,11 @@ def train_and_export(ctx, cfg: dict) -> dict:
     logger = make_logger(ctx.out_dir, name=ctx.name, group=ctx.group, job_type=ctx.kind, config=cfg)
     argv, sys.argv = sys.argv, sys.argv[:1]  # the config comes from `args`, not the command line
     try:
-        cli = FERLightningCLI(run=False, args=cfg, logger=logger, save_config_callback=None)
+        cli = FERLightningCLI(run=False, args=cfg, logger=logger, save_config_callback=None,
+                              parser_kwargs={"exit_on_error": False})
+    except (ArgumentError, ValueError, TypeError) as e:
+        flat = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise UserError(f"stages.{ctx.name}: invalid config: {flat}") from None
     finally:
         sys.argv = argv
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule

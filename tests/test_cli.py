@@ -33,6 +33,11 @@ def test_train_fit_validate_test_predict_and_print_config(tmp_path):
         r = fer("train", sub, *CONFIGS, *TINY, *root, "--ckpt_path", str(ckpt))
         assert r.returncode == 0, (sub, r.stderr[-2000:])
     assert "test/acc" in fer("train", "test", *CONFIGS, *TINY, *root, "--ckpt_path", str(ckpt)).stdout
+    import numpy as np
+
+    pred = np.load(tmp_path / "predictions.npz")  # written by `predict` (the test split)
+    assert pred["probs"].shape == (35, 7) and pred["features"].shape == (35, 128)
+    np.testing.assert_allclose(pred["probs"].sum(1), 1, rtol=1e-5)
     r = fer("train", "fit", *CONFIGS, "--print_config")
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = yaml.safe_load(r.stdout)

@@ -8,6 +8,7 @@ finished, so an interrupted stage never looks finished; a re-run of an interrupt
 resumes from its ``last.ckpt``.
 """
 
+import errno
 import fcntl
 import json
 import os
@@ -146,7 +147,21 @@ def execute(ctx: StageContext) -> dict:
     from stages import KINDS
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    return KINDS[ctx.kind].run(ctx) or {}
+    try:
+        return KINDS[ctx.kind].run(ctx) or {}
+    except FloatingPointError as e:  # NaN/inf loss: a user-fixable failure, reported in one line
+        raise UserError(f"stage '{ctx.name}' stopped: {e}") from None
+
+
+@contextmanager
+def _disk_errors_as_user_errors(stage: str):
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise UserError(f"stage '{stage}': cannot write {e.filename or 'an artifact'}: {e.strerror}; "
+                            f"free space or fix permissions, then re-run (finished stages are kept)") from None
+        raise
 
 
 def run_stage_job(job_path: str) -> int:
@@ -247,16 +262,17 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
             if dry_run:
                 continue
             (stage_dir / "manifest.json").unlink(missing_ok=True)
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(stage_dir / "config.yaml", yaml.safe_dump(stage.config, sort_keys=False))
             ctx = StageContext(name=name, kind=stage.kind, out_dir=stage_dir, config=stage.config,
                                inputs=_substitute(stage.inputs, refs),
                                input_refs={r: str(p) for r, (p, _) in refs.items()},
                                input_hashes={r: sha for r, (_, sha) in refs.items()}, pipeline=pipe.name,
                                group=group, key=key)
             t0 = time.time()
-            metrics = _execute_in_process_or_child(ctx, _needs_own_process(stage))
-            _write_manifest(ctx, stage, metrics, version, t0)
+            with _disk_errors_as_user_errors(name):
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(stage_dir / "config.yaml", yaml.safe_dump(stage.config, sort_keys=False))
+                metrics = _execute_in_process_or_child(ctx, _needs_own_process(stage))
+                _write_manifest(ctx, stage, metrics, version, t0)
             log(f"         {name:<14} done in {time.time() - t0:.1f}s")
         if not dry_run:
             log(f"pipeline {pipe.name}: {sum(s == 'run' for s in statuses.values())} stage(s) run, "

@@ -1,0 +1,98 @@
+"""Failures a user causes get one clear line and leave nothing that looks finished."""
+
+import errno
+import json
+import os
+
+import pytest
+
+from fer_lightning.errors import UserError
+from fer_lightning.pipeline.runner import run_pipeline
+from fer_lightning.pipeline.spec import load_pipeline
+
+
+def _run(path, out, sets=(), **kw):
+    return run_pipeline(load_pipeline(path, sets=list(sets)), out, log=lambda *_: None, **kw)
+
+
+def test_invalid_value_in_a_stage_config(tiny_pipeline, tmp_path):
+    with pytest.raises(UserError) as e:
+        _run(tiny_pipeline, tmp_path, ["stages.cnn2.params.model.net.init_args.conv_dropout=lots"], only=["cnn2"])
+    msg = str(e.value)
+    assert msg.startswith("stages.cnn2: invalid config:") and "conv_dropout" in msg and "\n" not in msg
+    assert not (tmp_path / "cnn2" / "manifest.json").exists()
+
+
+def test_nan_loss_stops_the_stage_and_marks_nothing_done(tiny_pipeline, tmp_path):
+    with pytest.raises(UserError, match="stage 'cnn2' stopped: training loss is nan"):
+        _run(tiny_pipeline, tmp_path, ["stages.cnn2.params.model.optimizer.init_args.lr=1.0e+30"], only=["cnn2"])
+    assert not (tmp_path / "cnn2" / "manifest.json").exists()
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path):
+    import torch
+
+    from fer_lightning.checkpoints import load_net
+    from fer_lightning.models import CNN1, CNN2
+    from fer_lightning.module import ClassifierModule
+
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_net(tmp_path / "missing.ckpt")
+    module = ClassifierModule(CNN2())
+    good = tmp_path / "cnn2.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, good)
+    assert isinstance(load_net(good), CNN2)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UserError, match="truncated.ckpt: not a readable checkpoint"):
+        load_net(truncated)
+    other = tmp_path / "other.ckpt"  # CNN1 weights claiming to be a CNN2
+    torch.save({"state_dict": ClassifierModule(CNN1()).state_dict(), "hyper_parameters": dict(module.hparams)}, other)
+    with pytest.raises(UserError, match="other.ckpt: weights do not match fer_lightning.models.cnn.CNN2"):
+        load_net(other)
+
+
+def test_output_directory_that_cannot_be_created(tiny_pipeline, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="output directory is not writable"):
+        _run(tiny_pipeline, blocker / "runs")
+
+
+def test_disk_full_during_an_artifact_write(tiny_pipeline, tmp_path, monkeypatch):
+    """A write that fails half-way leaves neither the artifact nor a temporary file behind."""
+    import fer_lightning.artifacts as artifacts
+
+    _run(tiny_pipeline, tmp_path, only=["cnn2"])
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(artifacts.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    with pytest.raises(UserError, match="stage 'cnn2': cannot write .*No space left on device"):
+        _run(tiny_pipeline, tmp_path, force=True, only=["cnn2"])
+    stage = tmp_path / "cnn2"
+    assert not (stage / "manifest.json").exists()
+    assert not [p for p in stage.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert _run(tiny_pipeline, tmp_path, only=["cnn2"])["cnn2"] == "run"
+
+
+def test_same_config_and_seed_give_identical_metrics_and_artifacts(tiny_pipeline, tmp_path):
+    for name in ("a", "b"):
+        _run(tiny_pipeline, tmp_path / name, only=["cnn3"])
+    ma, mb = (json.loads((tmp_path / n / "cnn3" / "manifest.json").read_text()) for n in ("a", "b"))
+    assert {k: v["sha256"] for k, v in ma["outputs"].items()} == {k: v["sha256"] for k, v in mb["outputs"].items()}
+    assert ma["metrics"] == mb["metrics"]

@@ -36,7 +36,7 @@ def test_train_fit_validate_test_predict_and_print_config(tmp_path):
     import numpy as np
 
     pred = np.load(tmp_path / "predictions.npz")  # written by `predict` (the test split)
-    assert pred["probs"].shape == (35, 7) and pred["features"].shape == (35, 128)
+    assert pred["probs"].shape == (35, 7) and pred["features"].shape == (35, 8)  # fc [8, 8]
     np.testing.assert_allclose(pred["probs"].sum(1), 1, rtol=1e-5)
     r = fer("train", "fit", *CONFIGS, "--print_config")
     assert r.returncode == 0, r.stderr[-2000:]

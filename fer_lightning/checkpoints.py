@@ -8,6 +8,16 @@ from fer_lightning.config import import_object
 from fer_lightning.errors import UserError
 
 
+def net_spec(net: torch.nn.Module) -> dict:
+    """What rebuilds ``net`` (untrained): its class path and ``init_args``."""
+    return {"class_path": f"{type(net).__module__}.{type(net).__qualname__}",
+            "init_args": getattr(net, "init_args", {})}
+
+
+def build_net(spec: dict) -> torch.nn.Module:
+    return import_object(spec["class_path"])(**spec["init_args"])
+
+
 def load_net(path) -> torch.nn.Module:
     """The ``net`` of a :class:`ClassifierModule` checkpoint, weights loaded, in eval mode."""
     path = Path(path)
@@ -21,7 +31,7 @@ def load_net(path) -> torch.nn.Module:
     spec = ckpt.get("hyper_parameters", {}).get("net") if isinstance(ckpt, dict) else None
     if not spec:
         raise UserError(f"{path}: not a fer_lightning classifier checkpoint (no hyper_parameters.net)")
-    net = import_object(spec["class_path"])(**spec["init_args"])
+    net = build_net(spec)
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state)

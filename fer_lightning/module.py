@@ -11,6 +11,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score,
                                          MulticlassPrecision, MulticlassRecall)
 
+from fer_lightning.checkpoints import net_spec
+
 
 def classification_metrics(num_classes: int) -> MetricCollection:
     """Accuracy plus macro-averaged precision, recall and F1 (paper 000, eqs. 14–17)."""
@@ -41,8 +43,7 @@ class ClassifierModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         # Enough to rebuild the net from the checkpoint alone (see checkpoints.load_net).
-        self.hparams["net"] = {"class_path": f"{type(net).__module__}.{type(net).__qualname__}",
-                               "init_args": getattr(net, "init_args", {})}
+        self.hparams["net"] = net_spec(net)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing

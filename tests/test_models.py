@@ -74,3 +74,30 @@ def test_fusion_net_freezes_backbones_and_trains_only_the_head(tmp_path):
 
     b1 = load_net(paths[0])
     assert torch.allclose(fusion.backbones[0].features(x), b1.features(x))
+
+
+def test_fusion_checkpoint_is_self_contained(tmp_path):
+    """A trained FusionNet reloads without its backbones' checkpoint files."""
+    import lightning as L
+
+    from fer_lightning.checkpoints import load_net
+
+    paths = []
+    for cls in (CNN1, CNN2):
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0,
+                            enable_progress_bar=False, enable_model_summary=False)
+        trainer.strategy.connect(ClassifierModule(cls()))
+        paths.append(tmp_path / f"{cls.__name__}.ckpt")
+        trainer.save_checkpoint(paths[-1])
+    fusion = ClassifierModule(FusionNet([str(p) for p in paths]))
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(fusion)
+    trainer.save_checkpoint(tmp_path / "fusion.ckpt")
+    for p in paths:
+        p.unlink()
+    reloaded = load_net(tmp_path / "fusion.ckpt")
+    x = torch.randn(2, 1, 48, 48)
+    fusion.net.eval()
+    assert torch.allclose(reloaded(x), fusion.net(x))
+    assert "checkpoints" not in str(torch.load(tmp_path / "fusion.ckpt", weights_only=False)["hyper_parameters"])

@@ -18,15 +18,24 @@ class FusionNet(nn.Module):
         hidden: widths of optional hidden layers of the head; ``[]`` (default) is the paper's
             single linear layer.
         num_classes: number of classes.
+        backbone_specs: instead of ``checkpoints``: the backbones' ``class_path``/``init_args``,
+            untrained. A saved FusionNet records these, not paths, so its checkpoint is
+            self-contained (the backbone weights are in its state dict).
     """
 
-    def __init__(self, checkpoints: list[str], hidden: list[int] | None = None, num_classes: int = 7):
+    def __init__(self, checkpoints: list[str] | None = None, hidden: list[int] | None = None,
+                 num_classes: int = 7, backbone_specs: list[dict] | None = None):
         super().__init__()
-        from fer_lightning.checkpoints import load_net  # late import: checkpoints imports models
+        # late import: checkpoints imports the models
+        from fer_lightning.checkpoints import build_net, load_net, net_spec
 
-        if not checkpoints:
-            raise ValueError("FusionNet needs at least one backbone checkpoint")
-        self.backbones = nn.ModuleList(load_net(p) for p in checkpoints)
+        if checkpoints:
+            backbones = [load_net(p) for p in checkpoints]
+        elif backbone_specs:
+            backbones = [build_net(spec) for spec in backbone_specs]
+        else:
+            raise ValueError("FusionNet needs backbone checkpoints")
+        self.backbones = nn.ModuleList(backbones)
         for b in self.backbones:
             b.requires_grad_(False)
             b.eval()
@@ -37,8 +46,8 @@ class FusionNet(nn.Module):
             f = w
         self.head = nn.Sequential(*layers)
         self.classifier = nn.Linear(f, num_classes)
-        self.init_args = dict(checkpoints=[str(p) for p in checkpoints], hidden=list(hidden or []),
-                              num_classes=num_classes)
+        self.init_args = dict(backbone_specs=[net_spec(b) for b in self.backbones],
+                              hidden=list(hidden or []), num_classes=num_classes)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -75,3 +75,16 @@ def log_lineage(run, stage: str, pipeline: str, inputs: dict, outputs: dict):
         p = Path(path)
         art.add_dir(str(p)) if p.is_dir() else art.add_file(str(p))
         run.log_artifact(art)
+
+
+def log_stage(ctx, summary: dict, outputs: dict, extra=None):
+    """One W&B run for a stage that does not train: summary metrics, lineage, then ``extra(run)``
+    for anything else (tables, images). Nothing happens when W&B is off."""
+    run = start_run(ctx.out_dir, ctx.name, ctx.group, ctx.kind, ctx.config)
+    if run is None:
+        return
+    run.log(summary)
+    if extra is not None:
+        extra(run)
+    log_lineage(run, ctx.name, ctx.pipeline, ctx.input_refs, outputs)
+    run.finish()

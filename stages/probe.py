@@ -13,7 +13,7 @@ from fer_lightning.artifacts import atomic_write_json
 from fer_lightning.config import instantiate
 from fer_lightning.errors import UserError
 from fer_lightning.metrics import score
-from fer_lightning.tracking import log_lineage, start_run
+from fer_lightning.tracking import log_stage
 from stages.train import load_npz
 
 OUTPUTS = {"metrics": "metrics.json"}
@@ -47,9 +47,5 @@ def run(ctx):
     atomic_write_json(ctx.output("metrics"), metrics)
     summary = {f"{m}/{c}/{s}/acc": v["acc"] for m, cs in metrics.items() for c, ss in cs.items()
                for s, v in ss.items()}
-    run_ = start_run(ctx.out_dir, ctx.name, ctx.group, ctx.kind, ctx.config)
-    if run_ is not None:
-        run_.log(summary)
-        log_lineage(run_, ctx.name, ctx.pipeline, ctx.input_refs, {n: ctx.output(n) for n in OUTPUTS})
-        run_.finish()
+    log_stage(ctx, summary, {n: ctx.output(n) for n in OUTPUTS})
     return summary

@@ -16,7 +16,7 @@ from pathlib import Path
 from fer_lightning import CLASS_NAMES
 from fer_lightning.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fer_lightning.errors import UserError
-from fer_lightning.tracking import log_lineage, start_run
+from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"report": "report.md", "json": "report.json"}
 SPLIT_NAMES = {"test": "test (Public+Private)", "private_test": "PrivateTest",
@@ -117,16 +117,15 @@ def run(ctx):
     atomic_write_json(ctx.output("json"), {"title": title, "splits": splits, "tables": tables})
     atomic_write_text(ctx.output("report"), md)
     print(md)
-    run_ = start_run(ctx.out_dir, ctx.name, ctx.group, ctx.kind, ctx.config)
-    if run_ is not None:
+    def tables_and_images(run):
         import wandb
 
         for t in tables:
             cols = ["method"] + [f"{c}/{s}" for s in splits for c in t["columns"]]
             data = [[r["label"]] + [r["ours"][s][c] if r["ours"][s] else None for s in splits
                                     for c in t["columns"]] for r in t["rows"]]
-            run_.log({t["title"]: wandb.Table(columns=cols, data=data)})
-        run_.log({f"confusion/{i}": wandb.Image(str(ctx.out_dir / i)) for i in images})
-        log_lineage(run_, ctx.name, ctx.pipeline, ctx.input_refs, {n: ctx.output(n) for n in OUTPUTS})
-        run_.finish()
+            run.log({t["title"]: wandb.Table(columns=cols, data=data)})
+        run.log({f"confusion/{i}": wandb.Image(str(ctx.out_dir / i)) for i in images})
+
+    log_stage(ctx, {}, {n: ctx.output(n) for n in OUTPUTS}, extra=tables_and_images)
     return {"tables": len(tables)}

@@ -11,7 +11,7 @@ import numpy as np
 from fer_lightning.artifacts import atomic_save_npz, atomic_write_json
 from fer_lightning.errors import UserError
 from fer_lightning.metrics import score
-from fer_lightning.tracking import log_lineage, start_run
+from fer_lightning.tracking import log_stage
 from stages.train import load_npz
 
 OUTPUTS = {"probs": "probs.npz", "metrics": "metrics.json"}
@@ -51,9 +51,5 @@ def run(ctx):
     atomic_save_npz(ctx.output("probs"), **probs)
     atomic_write_json(ctx.output("metrics"), metrics)
     summary = {f"{m}/{s}/acc": metrics[m][s]["acc"] for m in methods for s in splits}
-    run_ = start_run(ctx.out_dir, ctx.name, ctx.group, ctx.kind, ctx.config)
-    if run_ is not None:
-        run_.log(summary)
-        log_lineage(run_, ctx.name, ctx.pipeline, ctx.input_refs, {n: ctx.output(n) for n in OUTPUTS})
-        run_.finish()
+    log_stage(ctx, summary, {n: ctx.output(n) for n in OUTPUTS})
     return summary

@@ -19,6 +19,8 @@ CONFIGS = ["--config", "configs/trainer/cpu_quick.yaml", "--config", "configs/da
 
 def fer(*args, env=None, timeout=300):
     e = {**os.environ, "FER_WANDB": "off", **(env or {})}
+    if env and "FER_WANDB" in env:
+        e.pop("WANDB_MODE", None)  # W&B's own default for the product: offline
     return subprocess.run([sys.executable, "-m", "fer_lightning", *args], cwd=ROOT, env=e,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -76,13 +78,13 @@ def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path):
 
 
 def test_wandb_offline_never_needs_the_network(tiny_pipeline, tmp_path):
-    """Real W&B, offline by default: with an unreachable server configured, the run still ends
-    quickly and leaves its local run files (metrics, config, artifacts)."""
+    """Real W&B, offline by default: with an unreachable server configured, the whole DAG still
+    ends and every stage leaves its local W&B run (metrics, config, tables, artifacts)."""
     out = tmp_path / "runs"
     env = {"FER_WANDB": "on", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40}
-    env.pop("WANDB_MODE", None)
-    r = fer("pipeline", "run", str(tiny_pipeline), "--out", str(out), "--only", "cnn1", env=env, timeout=240)
+    r = fer("pipeline", "run", str(tiny_pipeline), "--out", str(out), env=env, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    runs = list((out / "cnn1" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    assert list(runs[0].glob("run-*.wandb")), "no W&B run file"
+    for stage in ("cnn1", "cnn2", "cnn3", "fusion", "score_fusion", "probe", "report"):
+        runs = list((out / stage / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, stage
+        assert list(runs[0].glob("run-*.wandb")), f"no W&B run file for {stage}"

@@ -58,6 +58,22 @@ def _side_after_pools(image_size: int, pools: int) -> int:
     return image_size
 
 
+def _pooled_stack(in_channels, image_size, widths, fc, conv_dropout, fc_dropout):
+    """CNN1/CNN2 recipe: every conv → BN, ReLU, max-pool, dropout; every hidden fc → BN, ReLU,
+    dropout. Returns the feature extractor and its output size."""
+    layers, c = [], in_channels
+    for w in widths:
+        layers += conv_block(c, w, pool=True, dropout=conv_dropout)
+        c = w
+    side = _side_after_pools(image_size, len(widths))
+    layers.append(nn.Flatten())
+    f = c * side * side
+    for w in fc:
+        layers += fc_block(f, w, bn=True, dropout=fc_dropout)
+        f = w
+    return nn.Sequential(*layers), f
+
+
 class CNN1(FERNet):
     """Base CNN1: 5 conv (each → BN, ReLU, max-pool, dropout) + 4 fc (first three → BN, ReLU,
     dropout; the fourth gives the class scores)."""
@@ -65,17 +81,8 @@ class CNN1(FERNet):
     def __init__(self, num_classes: int = 7, in_channels: int = 1, image_size: int = 48,
                  widths: tuple[int, ...] = (32, 64, 128, 128, 256), fc: tuple[int, ...] = (256, 128, 64),
                  conv_dropout: float = 0.25, fc_dropout: float = 0.5):
-        layers, c = [], in_channels
-        for w in widths:
-            layers += conv_block(c, w, pool=True, dropout=conv_dropout)
-            c = w
-        side = _side_after_pools(image_size, len(widths))
-        layers.append(nn.Flatten())
-        f = c * side * side
-        for w in fc:
-            layers += fc_block(f, w, bn=True, dropout=fc_dropout)
-            f = w
-        super().__init__(nn.Sequential(*layers), f, num_classes)
+        super().__init__(*_pooled_stack(in_channels, image_size, widths, fc, conv_dropout, fc_dropout),
+                         num_classes)
         self.init_args = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                               widths=list(widths), fc=list(fc), conv_dropout=conv_dropout,
                               fc_dropout=fc_dropout)
@@ -88,17 +95,8 @@ class CNN2(FERNet):
     def __init__(self, num_classes: int = 7, in_channels: int = 1, image_size: int = 48,
                  widths: tuple[int, ...] = (32, 64, 128, 256), fc: tuple[int, ...] = (256, 128),
                  conv_dropout: float = 0.25, fc_dropout: float = 0.5):
-        layers, c = [], in_channels
-        for w in widths:
-            layers += conv_block(c, w, pool=True, dropout=conv_dropout)
-            c = w
-        side = _side_after_pools(image_size, len(widths))
-        layers.append(nn.Flatten())
-        f = c * side * side
-        for w in fc:
-            layers += fc_block(f, w, bn=True, dropout=fc_dropout)
-            f = w
-        super().__init__(nn.Sequential(*layers), f, num_classes)
+        super().__init__(*_pooled_stack(in_channels, image_size, widths, fc, conv_dropout, fc_dropout),
+                         num_classes)
         self.init_args = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                               widths=list(widths), fc=list(fc), conv_dropout=conv_dropout,
                               fc_dropout=fc_dropout)

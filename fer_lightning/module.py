@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score,
-                                         MulticlassPrecision, MulticlassRecall)
+from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusionMatrix,
+                                         MulticlassF1Score, MulticlassPrecision, MulticlassRecall)
 
 from fer_lightning.checkpoints import net_spec
 
@@ -51,6 +51,8 @@ class ClassifierModule(L.LightningModule):
         n = net.classifier.out_features
         self.val_metrics = classification_metrics(n).clone(prefix="val/")
         self.test_metrics = classification_metrics(n).clone(prefix="test/")
+        self.test_confusion = MulticlassConfusionMatrix(n)
+        self.test_confusion_matrix = None  # rows = true class, after `trainer.test`
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
@@ -88,12 +90,28 @@ class ClassifierModule(L.LightningModule):
                  sync_dist=True)
         metrics.update(logits, y)
         self.log_dict(metrics, prog_bar=prefix == "val", batch_size=len(y))
+        return logits
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, self.val_metrics, "val")
 
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, self.test_metrics, "test")
+        logits = self._eval_step(batch, self.test_metrics, "test")
+        self.test_confusion.update(logits, batch[1])
+
+    def on_test_epoch_end(self):
+        cm = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+        self.test_confusion_matrix = cm.tolist()
+        if self.trainer.is_global_zero:
+            from fer_lightning import CLASS_NAMES
+
+            names = CLASS_NAMES if len(CLASS_NAMES) == len(cm) else [str(i) for i in range(len(cm))]
+            width = max(len(c) for c in names)
+            print("confusion matrix (rows: true class, columns: predicted)")
+            print(" " * (width + 1) + " ".join(f"{c[:7]:>7}" for c in names))
+            for name, row in zip(names, cm.tolist()):
+                print(f"{name:>{width}} " + " ".join(f"{v:>7}" for v in row))
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         x, y = batch

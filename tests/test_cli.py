@@ -34,7 +34,8 @@ def test_train_fit_validate_test_predict_and_print_config(tmp_path):
     for sub in ("validate", "test", "predict"):
         r = fer("train", sub, *CONFIGS, *TINY, *root, "--ckpt_path", str(ckpt))
         assert r.returncode == 0, (sub, r.stderr[-2000:])
-    assert "test/acc" in fer("train", "test", *CONFIGS, *TINY, *root, "--ckpt_path", str(ckpt)).stdout
+    tested = fer("train", "test", *CONFIGS, *TINY, *root, "--ckpt_path", str(ckpt)).stdout
+    assert "test/acc" in tested and "confusion matrix (rows: true class" in tested
     import numpy as np
 
     pred = np.load(tmp_path / "predictions.npz")  # written by `predict` (the test split)

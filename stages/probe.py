@@ -6,13 +6,9 @@ Params: ``classifiers``: ``{name: {class_path, init_args}}`` (default: LinearSVC
 ``train_split`` (default ``train``); ``eval_splits`` (default: every other split present).
 """
 
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-
 from fer_lightning.artifacts import atomic_write_json
 from fer_lightning.config import instantiate
 from fer_lightning.errors import UserError
-from fer_lightning.metrics import score
 from fer_lightning.tracking import log_stage
 from stages.train import load_npz
 
@@ -24,6 +20,11 @@ DEFAULT_CLASSIFIERS = {
 
 
 def run(ctx):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from fer_lightning.metrics import score  # imports torch: only when the stage runs
+
     features = ctx.inputs.get("features") if isinstance(ctx.inputs, dict) else None
     if not isinstance(features, dict) or not features:
         raise UserError(f"stages.{ctx.name}.inputs.features: map model names to '<stage>.features'")

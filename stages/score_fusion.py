@@ -10,7 +10,6 @@ import numpy as np
 
 from fer_lightning.artifacts import atomic_save_npz, atomic_write_json
 from fer_lightning.errors import UserError
-from fer_lightning.metrics import score
 from fer_lightning.tracking import log_stage
 from stages.train import load_npz
 
@@ -29,6 +28,8 @@ def fuse_scores(member_probs: list[np.ndarray], method: str) -> np.ndarray:
 
 
 def run(ctx):
+    from fer_lightning.metrics import score  # imports torch: only when the stage runs
+
     members = ctx.inputs.get("members") if isinstance(ctx.inputs, dict) else None
     if not members or len(members) < 2:
         raise UserError(f"stages.{ctx.name}.inputs.members: list at least two '<stage>.probs' references")

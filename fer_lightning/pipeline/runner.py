@@ -101,6 +101,14 @@ def _input_refs(stage: Stage, out_root: Path) -> dict:
     return refs
 
 
+def _stage_key(stage: Stage, refs: dict, version: dict, fingerprints: "_Fingerprints") -> str:
+    return sha256_json({
+        "kind": stage.kind, "config": stage.config, "version": version["fer_lightning"],
+        "inputs": {r: sha for r, (_, sha) in refs.items()},
+        "data": _data_deps(stage.config, fingerprints),
+    })
+
+
 def _substitute(inputs, refs: dict):
     """The declared inputs structure with each reference replaced by its path."""
     if isinstance(inputs, str):
@@ -233,11 +241,7 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 reran.add(name)
                 continue
             refs = _input_refs(stage, out_root) if all(statuses[d] != "skipped" for d in stage.deps) else None
-            key = None if refs is None else sha256_json({
-                "kind": stage.kind, "config": stage.config, "version": version["fer_lightning"],
-                "inputs": {r: sha for r, (_, sha) in refs.items()},
-                "data": _data_deps(stage.config, fingerprints),
-            })
+            key = None if refs is None else _stage_key(stage, refs, version, fingerprints)
             done, why = _check_done(stage_dir, key) if key else (False, "inputs not finished")
             selected = not only or name in only
             if only and not selected:
@@ -251,7 +255,6 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                                 f"{'them' if len(missing) > 1 else 'it'} first (drop --only)")
             if name in forced:
                 done, why = False, "forced"
-                (stage_dir / "run_key").unlink(missing_ok=True)  # forced: no resume
             if done:
                 statuses[name] = "cached"
                 log(f"[cached] {name:<14} ({stage.kind})")
@@ -262,6 +265,8 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
             if dry_run:
                 continue
             (stage_dir / "manifest.json").unlink(missing_ok=True)
+            if name in forced:
+                (stage_dir / "run_key").unlink(missing_ok=True)  # forced: start over, no resume
             ctx = StageContext(name=name, kind=stage.kind, out_dir=stage_dir, config=stage.config,
                                inputs=_substitute(stage.inputs, refs),
                                input_refs={r: str(p) for r, (p, _) in refs.items()},

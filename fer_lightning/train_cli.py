@@ -1,0 +1,32 @@
+"""The LightningCLI behind ``fer-lightning train`` and the training stages."""
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from fer_lightning.callbacks import ProbabilityWriter
+from fer_lightning.data.base import TensorDataModule
+from fer_lightning.module import ClassifierModule
+from fer_lightning.tracking import make_logger
+
+
+class FERLightningCLI(LightningCLI):
+    """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``),
+    ``predict`` writing ``predictions.npz``, seed 0, and W&B (offline) as the default logger."""
+
+    def __init__(self, *args, logger=None, **kwargs):
+        self._logger = logger
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(ClassifierModule, TensorDataModule, *args, subclass_mode_data=True, **kwargs)
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ProbabilityWriter, "prediction_writer")
+        parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
+                             "checkpoint.save_last": True, "checkpoint.filename": "best"})
+
+    def instantiate_trainer(self, **kwargs):
+        cfg = self._get(self.config_init, "trainer", default={})
+        if "logger" not in kwargs and cfg.get("logger") in (None, True):
+            kwargs["logger"] = self._logger or make_logger(cfg.get("default_root_dir") or ".")
+        return super().instantiate_trainer(**kwargs)

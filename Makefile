@@ -1,12 +1,14 @@
 # make install   create .venv and install fer_lightning with its pinned dependencies
 # make pipeline  run the paper-000 DAG on the embedded synthetic faces (or DATA=fer2013.csv.gz)
 # make test      the test suite
+# make bench     framework-overhead and data-path benchmark (ratios measured in one run)
+# make soak      kill -9 crash soak of a pipeline (10 trials)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= runs
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install pipeline test
+.PHONY: install pipeline test bench soak
 
 install:
 	python3 -m venv $(VENV)
@@ -22,3 +24,9 @@ endif
 
 test:
 	$(PY) -m pytest -q
+
+bench:
+	$(PY) bench/overhead.py
+
+soak:
+	$(PY) bench/soak_kill.py --trials 10

@@ -124,3 +124,19 @@ def test_image_folder_reads_synonyms_and_rejects_bad_input(tmp_path):
     (tmp_path / "ok" / "fear").mkdir()
     with pytest.raises(UserError, match="class folder is empty"):
         ImageFolderDataModule(str(tmp_path / "ok")).setup()
+
+
+def test_jaffe_file_names(tmp_path):
+    from PIL import Image
+
+    from fer_lightning.data.jaffe import parse_jaffe_name, read_jaffe
+
+    assert parse_jaffe_name("KA.AN1.39.tiff") == ("KA", 0)
+    assert parse_jaffe_name("YM.SU3.60.tiff") == ("YM", 5)
+    for i, name in enumerate(["KA.HA1.29.tiff", "KL.NE2.156.tiff"]):
+        Image.fromarray(np.full((256, 256), 40 * i, dtype=np.uint8)).convert("P").save(tmp_path / name)
+    x, y, subjects = read_jaffe(tmp_path)
+    assert x.shape == (2, 1, 48, 48) and y.tolist() == [3, 6] and subjects.tolist() == ["KA", "KL"]
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "KA.XX1.1.tiff")
+    with pytest.raises(UserError, match="KA.XX1.1.tiff: not a JAFFE file name"):
+        read_jaffe(tmp_path)

@@ -54,3 +54,26 @@ def test_training_stage_on_real_faces(tmp_path, tiny_pipeline):
     metrics = json.loads((tmp_path / "runs" / "cnn2" / "metrics.json").read_text())
     assert metrics["private_test"]["n"] == 200 and metrics["public_test"]["n"] == 200
     assert 0.0 <= metrics["test"]["acc"] <= 1.0
+
+
+JAFFE = SHARED_DATA / "jaffe"
+
+
+@pytest.mark.skipif(not JAFFE.is_dir(), reason="../shared/data not present")
+def test_jaffe_paper_split_and_leave_one_subject_out():
+    import torch
+
+    from fer_lightning.data import JAFFEDataModule
+
+    dm = JAFFEDataModule(str(JAFFE))
+    dm.setup()
+    assert {k: len(v[1]) for k, v in dm.splits.items()} == {"train": 133, "val": 23, "test": 57}
+    # per expression in the data README: AN 30, DI 29, FE 32, HA 31, NE 30, SA 31, SU 30
+    all_labels = torch.cat([v[1] for v in dm.splits.values()])
+    assert torch.bincount(all_labels).tolist() == [30, 29, 32, 31, 31, 30, 30]
+    test_counts = torch.bincount(dm.splits["test"][1], minlength=7)
+    assert test_counts.min() >= 7 and test_counts.max() <= 9  # stratified: 57/213 of each class
+    loso = JAFFEDataModule(str(JAFFE), split="loso", fold=0)  # KA: 23 images (palette TIFFs)
+    loso.setup()
+    assert len(loso.splits["test"][1]) == 23
+    assert len(loso.splits["train"][1]) + len(loso.splits["val"][1]) == 190

@@ -2,7 +2,8 @@ from fer_lightning.data.augment import BatchAugment
 from fer_lightning.data.base import TensorDataModule
 from fer_lightning.data.fer2013 import FER2013DataModule
 from fer_lightning.data.folder import ImageFolderDataModule
+from fer_lightning.data.jaffe import JAFFEDataModule
 from fer_lightning.data.synthetic import SyntheticFacesDataModule
 
 __all__ = ["BatchAugment", "TensorDataModule", "FER2013DataModule", "ImageFolderDataModule",
-           "SyntheticFacesDataModule"]
+           "JAFFEDataModule", "SyntheticFacesDataModule"]

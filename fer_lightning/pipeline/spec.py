@@ -85,10 +85,12 @@ def iter_refs(inputs):
 
 
 def data_spec_for(path: str) -> dict:
-    """``--data PATH``: a FER2013 CSV, an image folder, or ``synthetic``."""
+    """``--data PATH``: a FER2013 CSV, a JAFFE folder, an image folder, or ``synthetic``."""
     if path == "synthetic":
         return {"class_path": "fer_lightning.data.SyntheticFacesDataModule", "init_args": {}}
     p = Path(path)
+    if p.is_dir() and any(p.glob("*.*.*.tif*")):
+        return {"class_path": "fer_lightning.data.JAFFEDataModule", "init_args": {"root": str(p.resolve())}}
     if p.is_dir():
         return {"class_path": "fer_lightning.data.ImageFolderDataModule",
                 "init_args": {"train_root": str(p.resolve())}}
@@ -97,7 +99,8 @@ def data_spec_for(path: str) -> dict:
             raise UserError(f"{p}: data file not found")
         return {"class_path": "fer_lightning.data.FER2013DataModule",
                 "init_args": {"csv_path": str(p.resolve())}}
-    raise UserError(f"--data {path}: expected a FER2013 .csv/.csv.gz file, an image folder, or 'synthetic'")
+    raise UserError(f"--data {path}: expected a FER2013 .csv/.csv.gz file, a JAFFE or image folder, "
+                    f"or 'synthetic'")
 
 
 def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeline:

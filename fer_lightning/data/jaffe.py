@@ -1,0 +1,114 @@
+"""JAFFE (Lyons et al. 1998): 213 grey 256×256 TIFFs of 10 subjects, named
+``<subject>.<EXPR><n>.<id>.tiff`` (e.g. ``KA.AN1.39.tiff``); EXPR is one of AN DI FE HA NE SA SU.
+Some files are palette-mode TIFFs; all are read as grey.
+
+Splits:
+- ``split: paper`` — paper 001's 133 / 23 / 57 train / val / test, seeded and stratified by
+  expression;
+- ``split: loso`` — leave one subject out: ``fold`` k ∈ 0..9 tests on the k-th subject (sorted by
+  code), validation is a stratified ``val_fraction`` of the other nine. Subject-independent
+  numbers are the ones to trust on a 10-person dataset.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fer_lightning import CLASS_NAMES
+from fer_lightning.data.augment import BatchAugment
+from fer_lightning.data.base import TensorDataModule, stratified_split
+from fer_lightning.errors import UserError
+
+CODES = {"AN": "angry", "DI": "disgust", "FE": "fear", "HA": "happy", "NE": "neutral", "SA": "sad",
+         "SU": "surprise"}
+NAME = re.compile(r"^(?P<subject>[A-Z]{2})\.(?P<code>[A-Z]{2})(?P<n>\d+)\.(?P<id>\d+)\.tiff?$", re.I)
+PAPER_SIZES = (133, 23, 57)  # train, val, test
+
+
+def parse_jaffe_name(name: str) -> tuple[str, int]:
+    """``KA.AN1.39.tiff`` → (``KA``, index of ``angry``)."""
+    m = NAME.match(name)
+    code = m and m["code"].upper()
+    if not m or code not in CODES:
+        raise UserError(f"{name}: not a JAFFE file name (expected <subject>.<AN|DI|FE|HA|NE|SA|SU><n>.<id>.tiff, "
+                        f"e.g. KA.AN1.39.tiff)")
+    return m["subject"].upper(), CLASS_NAMES.index(CODES[code])
+
+
+def read_jaffe(root, image_size: int = 48):
+    """(uint8 images [N, 1, s, s], labels [N], subject codes [N]) from a folder of JAFFE TIFFs."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: JAFFE folder not found")
+    files = sorted(f for f in root.iterdir() if f.suffix.lower() in (".tif", ".tiff"))
+    if not files:
+        raise UserError(f"{root}: no .tiff files (expected JAFFE files such as KA.AN1.39.tiff)")
+    images, labels, subjects = [], [], []
+    for f in files:
+        subject, label = parse_jaffe_name(f.name)
+        try:
+            with Image.open(f) as im:
+                im = im.convert("L").resize((image_size, image_size), Image.BILINEAR)
+                images.append(np.asarray(im, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"{f}: unreadable image ({e.__class__.__name__})")
+        labels.append(label)
+        subjects.append(subject)
+    return (torch.from_numpy(np.stack(images)).unsqueeze(1), torch.tensor(labels, dtype=torch.int64),
+            np.array(subjects))
+
+
+def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded permutation in which every prefix holds the classes in (nearly) their overall
+    proportions: cutting it gives stratified splits of exact sizes."""
+    gen = torch.Generator().manual_seed(seed)
+    key = torch.empty(len(labels))
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        key[idx] = (torch.arange(len(idx)) + torch.rand(len(idx), generator=gen)) / len(idx)
+    return key.argsort()
+
+
+class JAFFEDataModule(TensorDataModule):
+    """JAFFE from its folder of TIFFs.
+
+    Args:
+        root: the folder holding the 213 ``*.tiff`` files.
+        split: ``paper`` (133/23/57) or ``loso`` (leave one subject out).
+        fold: with ``loso``, which subject (0..9, in sorted subject-code order) is the test set.
+        val_fraction: with ``loso``, the stratified validation share of the other subjects.
+        image_size: side the 256×256 images are resized to.
+    """
+
+    def __init__(self, root: str, split: str = "paper", fold: int = 0, val_fraction: float = 0.1,
+                 image_size: int = 48, batch_size: int = 16, eval_batch_size: int = 256,
+                 augment: BatchAugment | None = None, seed: int = 0):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
+                         seed=seed)
+        if split not in ("paper", "loso"):
+            raise UserError(f"data.split: '{split}' is not one of paper, loso")
+        self.root, self.split_mode, self.fold = root, split, fold
+        self.val_fraction, self.image_size = val_fraction, image_size
+
+    def load_splits(self):
+        x, y, subjects = read_jaffe(self.root, self.image_size)
+        if self.split_mode == "paper":
+            if len(y) != sum(PAPER_SIZES):
+                raise UserError(f"{self.root}: the paper split needs the 213 JAFFE images, found {len(y)}")
+            order = stratified_order(y, self.seed)
+            test, val, train = order[:57], order[57:80], order[80:]
+        else:
+            codes = sorted(set(subjects))
+            if not 0 <= self.fold < len(codes):
+                raise UserError(f"data.fold: {self.fold} is out of range 0..{len(codes) - 1} "
+                                f"({len(codes)} subjects: {', '.join(codes)})")
+            is_test = torch.from_numpy(subjects == codes[self.fold])
+            test = is_test.nonzero().flatten()
+            rest = (~is_test).nonzero().flatten()
+            keep, held = stratified_split(y[rest], self.val_fraction, self.seed)
+            train, val = rest[keep], rest[held]
+        return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}

@@ -105,8 +105,10 @@ class TensorDataModule(L.LightningDataModule):
             sampler = ShuffledBatches(len(ds), self.batch_size, self.seed)
         else:
             sampler = BatchSampler(SequentialSampler(ds), self.eval_batch_size, drop_last=False)
-        # batch_size=None: the sampler already yields whole batches of indices.
-        return DataLoader(ds, sampler=sampler, batch_size=None)
+        # batch_size=None: the sampler already yields whole batches of indices. A private generator:
+        # creating an iterator draws a seed from it, and drawing from the global RNG instead would
+        # shift augmentation and dropout randomness when a run resumes from a checkpoint.
+        return DataLoader(ds, sampler=sampler, batch_size=None, generator=torch.Generator())
 
     def train_dataloader(self):
         return self._loader("train", train=True)

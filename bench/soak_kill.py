@@ -104,7 +104,7 @@ def main(argv=None):
     for i in range(args.trials):
         out = work / f"trial{i}"
         shutil.rmtree(out, ignore_errors=True)
-        res = trial(pipeline, out, ref, rng.uniform(0.1, 1.0) * duration)
+        res = trial(pipeline, out, ref, rng.uniform(0.05, 0.85) * duration)
         results.append(res)
         print(f"trial {i}: " + json.dumps(res))
     failures = sum(not r["ok"] for r in results)

@@ -50,6 +50,12 @@ def atomic_save_npz(path, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def load_npz(path) -> dict:
+    """All arrays of an ``.npz`` file, loaded (the file is closed on return)."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-import numpy as np
-import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from fer_lightning.artifacts import atomic_save_npz
+from fer_lightning.module import collate_predictions
 
 
 class ProbabilityWriter(BasePredictionWriter):
@@ -23,7 +22,6 @@ class ProbabilityWriter(BasePredictionWriter):
         path = Path(self.output_path)
         if not path.is_absolute():
             path = Path(trainer.default_root_dir) / path
-        atomic_save_npz(path, **{k: torch.cat([o[k] for o in outs]).float().cpu().numpy()
-                                 if k != "labels" else torch.cat([o[k] for o in outs]).cpu().numpy()
-                                 for k in ("probs", "features", "labels")})
-        print(f"predictions written to {path} ({len(np.load(path)['labels'])} images)")
+        arrays = collate_predictions(outs)
+        atomic_save_npz(path, **arrays)
+        print(f"predictions written to {path} ({len(arrays['labels'])} images)")

@@ -14,6 +14,13 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusion
 from fer_lightning.checkpoints import net_spec
 
 
+def collate_predictions(outputs) -> dict:
+    """``predict_step`` outputs of all batches → numpy ``probs``, ``features`` (float32), ``labels``."""
+    return {k: torch.cat([o[k] for o in outputs]).cpu().numpy() if k == "labels"
+            else torch.cat([o[k] for o in outputs]).float().cpu().numpy()
+            for k in ("probs", "features", "labels")}
+
+
 def classification_metrics(num_classes: int) -> MetricCollection:
     """Accuracy plus macro-averaged precision, recall and F1 (paper 000, eqs. 14–17)."""
     return MetricCollection({

@@ -6,11 +6,10 @@ Params: ``classifiers``: ``{name: {class_path, init_args}}`` (default: LinearSVC
 ``train_split`` (default ``train``); ``eval_splits`` (default: every other split present).
 """
 
-from fer_lightning.artifacts import atomic_write_json
+from fer_lightning.artifacts import atomic_write_json, load_npz
 from fer_lightning.config import instantiate
 from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
-from stages.train import load_npz
 
 OUTPUTS = {"metrics": "metrics.json"}
 DEFAULT_CLASSIFIERS = {

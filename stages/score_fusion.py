@@ -8,10 +8,9 @@ Params: ``methods`` (default ``[max, mean]``).
 
 import numpy as np
 
-from fer_lightning.artifacts import atomic_save_npz, atomic_write_json
+from fer_lightning.artifacts import atomic_save_npz, atomic_write_json, load_npz
 from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
-from stages.train import load_npz
 
 OUTPUTS = {"probs": "probs.npz", "metrics": "metrics.json"}
 METHODS = {

@@ -12,11 +12,11 @@ import shutil
 import sys
 from argparse import ArgumentError
 
-import numpy as np
 import yaml
 
 from fer_lightning.artifacts import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
 from fer_lightning.errors import UserError
+from fer_lightning.pipeline.runner import is_rank_zero
 from fer_lightning.tracking import log_lineage, make_logger
 
 # torch and Lightning are imported inside the functions: the runner imports every stage module to
@@ -36,14 +36,14 @@ def train_and_export(ctx, cfg: dict) -> dict:
     from fer_lightning.train_cli import FERLightningCLI
 
     cfg = copy.deepcopy(cfg)
-    if _is_rank_zero():  # the fully resolved config: `fer-lightning train fit --config` runs it alone
+    if is_rank_zero():  # the fully resolved config: `fer-lightning train fit --config` runs it alone
         atomic_write_text(ctx.out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     ckpt_dir = ctx.out_dir / "checkpoints"
     cfg.setdefault("trainer", {})["default_root_dir"] = str(ctx.out_dir)
     cfg.setdefault("checkpoint", {})["dirpath"] = str(ckpt_dir)
     last, key_file = ckpt_dir / "last.ckpt", ctx.out_dir / "run_key"
     resume = last.is_file() and key_file.is_file() and key_file.read_text() == ctx.key and _loadable(last)
-    if not resume and ckpt_dir.exists() and _is_rank_zero():
+    if not resume and ckpt_dir.exists() and is_rank_zero():
         shutil.rmtree(ckpt_dir)  # checkpoints of another config must not be resumed
 
     logger = make_logger(ctx.out_dir, name=ctx.name, group=ctx.group, job_type=ctx.kind, config=cfg)
@@ -95,23 +95,21 @@ def train_and_export(ctx, cfg: dict) -> dict:
 def export_predictions(model, dm, accelerator="auto"):
     """Probabilities, last-fc features and scores for every split of the data module."""
     import lightning as L
-    import torch
 
     from fer_lightning.metrics import score
+    from fer_lightning.module import collate_predictions
 
     predictor = L.Trainer(accelerator=accelerator if accelerator in ("cpu", "gpu", "cuda", "mps") else "auto",
                           devices=1, logger=False, enable_progress_bar=False,
                           enable_model_summary=False, enable_checkpointing=False)
     probs, feats, metrics = {}, {}, {}
+    dm.setup()
     for split in dm.eval_splits:
-        dm.setup()
         if split not in dm.splits:
             continue
         dm.predict_split = split
-        outs = predictor.predict(model, datamodule=dm)
-        p = torch.cat([o["probs"] for o in outs]).float().cpu().numpy()
-        f = torch.cat([o["features"] for o in outs]).float().cpu().numpy()
-        y = torch.cat([o["labels"] for o in outs]).cpu().numpy()
+        out = collate_predictions(predictor.predict(model, datamodule=dm))
+        p, f, y = out["probs"], out["features"], out["labels"]
         probs[f"{split}_probs"], probs[f"{split}_labels"] = p, y
         feats[f"{split}_features"], feats[f"{split}_labels"] = f, y
         metrics[split] = score(p, y, p.shape[1])
@@ -131,12 +129,3 @@ def _loadable(path) -> bool:
         return False
 
 
-def _is_rank_zero() -> bool:
-    import os
-
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-
-
-def load_npz(path) -> dict:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}

@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 
 import fer_lightning
-from fer_lightning.artifacts import atomic_write_json, atomic_write_text, sha256_file, sha256_json
+from fer_lightning.artifacts import (atomic_write_json, atomic_write_text, fingerprint_path, sha256_file,
+                                    sha256_json)
 from fer_lightning.errors import UserError
 from fer_lightning.pipeline.spec import Pipeline, Stage, iter_refs
 
@@ -73,8 +74,6 @@ class _Fingerprints:
         hit = self.cache.get(str(p))
         if hit and hit[0] == stamp:
             return hit[1]
-        from fer_lightning.artifacts import fingerprint_path
-
         digest = fingerprint_path(p)
         self.cache[str(p)] = [stamp, digest]
         atomic_write_json(self.path, self.cache)
@@ -172,12 +171,17 @@ def _disk_errors_as_user_errors(stage: str):
         raise
 
 
+def is_rank_zero() -> bool:
+    """True in the first process of a stage (multi-process DDP launches one per device)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
 def run_stage_job(job_path: str) -> int:
     """Entry of ``fer-lightning _stage job.json`` (a stage in its own process)."""
     job = json.loads(Path(job_path).read_text())
     job["out_dir"] = Path(job["out_dir"])
     metrics = execute(StageContext(**job))
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+    if is_rank_zero():
         atomic_write_json(Path(job_path).with_suffix(".result.json"), metrics)
     return 0
 

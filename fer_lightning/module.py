@@ -15,10 +15,11 @@ from fer_lightning.checkpoints import net_spec
 
 
 def collate_predictions(outputs) -> dict:
-    """``predict_step`` outputs of all batches → numpy ``probs``, ``features`` (float32), ``labels``."""
+    """``predict_step`` outputs of all batches → numpy ``probs``, ``features``, [``pooled``]
+    (float32) and ``labels``."""
     return {k: torch.cat([o[k] for o in outputs]).cpu().numpy() if k == "labels"
             else torch.cat([o[k] for o in outputs]).float().cpu().numpy()
-            for k in ("probs", "features", "labels")}
+            for k in outputs[0]}
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -67,7 +68,9 @@ class ClassifierModule(L.LightningModule):
         return self.net(self._layout(x))
 
     def _layout(self, x):
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def on_train_epoch_start(self):
         # Augmentation and dropout draw from the global RNG, which a checkpoint does not restore:
@@ -122,8 +125,13 @@ class ClassifierModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         x, y = batch
-        feats = self.net.features(self._layout(x))
-        return {"probs": self.net.classifier(feats).softmax(-1), "features": feats, "labels": y}
+        x, extra = self._layout(x), {}
+        if hasattr(self.net, "pooled"):  # torchvision backbones: their pooled features too
+            extra["pooled"] = self.net.pooled(x)
+            feats = self.net.head(extra["pooled"])
+        else:
+            feats = self.net.features(x)
+        return {"probs": self.net.classifier(feats).softmax(-1), "features": feats, "labels": y, **extra}
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

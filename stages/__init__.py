@@ -1,6 +1,9 @@
-"""Stage kinds: one module each, with ``OUTPUTS`` (name -> file in the stage directory) and
-``run(ctx)`` (ctx: :class:`fer_lightning.pipeline.runner.StageContext`; returns summary metrics)."""
+"""Stage kinds: one module each, with ``OUTPUTS`` (name -> file in the stage directory),
+``run(ctx)`` (ctx: :class:`fer_lightning.pipeline.runner.StageContext`; returns summary metrics)
+and optionally ``SHARED`` (which of the pipeline's ``seed``, ``trainer``, ``data`` its config
+receives)."""
 
-from stages import fuse, probe, report, score_fusion, train
+from stages import fuse, handcrafted, head, probe, report, score_fusion, train
 
-KINDS = {"train": train, "fuse": fuse, "score_fusion": score_fusion, "probe": probe, "report": report}
+KINDS = {"train": train, "fuse": fuse, "head": head, "handcrafted": handcrafted, "score_fusion": score_fusion,
+         "probe": probe, "report": report}

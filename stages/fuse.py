@@ -11,6 +11,7 @@ from fer_lightning.errors import UserError
 from stages import train
 
 OUTPUTS = train.OUTPUTS
+SHARED = train.SHARED
 
 
 def run(ctx):

@@ -1,13 +1,18 @@
 """report: the paper's tables with our measured numbers beside the paper's, as Markdown and JSON,
 plus a confusion-matrix PNG for each row of the first table.
 
-Inputs: a mapping ``{source name: <stage>.metrics}``.
+Inputs: a mapping ``{source name: <stage>.metrics}``. A source that is a list (the copies of a
+``foreach`` stage, e.g. cross-validation folds) is shown as mean ± standard deviation over the
+copies; its confusion matrix is their sum.
 Params:
   title: heading of the report.
   splits: the splits to show, e.g. ``[test, private_test]`` (missing ones show as —).
+  split_labels: how to name splits in the tables, e.g. ``{test: "test (Public+Private)"}``.
   tables: a list of ``{title, columns: [acc | precision | recall | f1], rows: [{label, source,
           paper: {column: value}}]}``; ``source`` is a path into the metrics, e.g. ``cnn1``,
           ``score_fusion/mean`` or ``probe/cnn1/svm``.
+  per_class: optional ``{title, rows: [{label, source, paper: [7 values in CLASS_NAMES order]}]}``:
+          per-class accuracy (recall, from the confusion matrix) on the first split.
 """
 
 import json
@@ -19,8 +24,7 @@ from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"report": "report.md", "json": "report.json"}
-SPLIT_NAMES = {"test": "test (Public+Private)", "private_test": "PrivateTest",
-               "public_test": "PublicTest", "val": "val"}
+SPLIT_NAMES = {"private_test": "PrivateTest", "public_test": "PublicTest"}  # params.split_labels adds more
 
 
 def _lookup(metrics: dict, source: str, ctx_name: str):
@@ -36,20 +40,51 @@ def _pct(x):
     return "—" if x is None else f"{100 * x:.2f}"
 
 
+def aggregate(runs: list):
+    """Metrics of several runs → the same structure with means, ``<metric>_std`` (sample standard
+    deviation) and ``copies``; confusion matrices and counts are summed."""
+    import numpy as np
+
+    if not all(isinstance(r, dict) for r in runs):
+        return None
+    out = {"copies": len(runs)}
+    for k in runs[0]:
+        vals = [r.get(k) for r in runs]
+        if any(v is None for v in vals):
+            continue
+        if k == "confusion":
+            out[k] = np.sum(vals, axis=0).tolist()
+        elif k == "n":
+            out[k] = int(sum(vals))
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out[k] = float(np.mean(vals))
+            out[f"{k}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        elif all(isinstance(v, dict) for v in vals):
+            out[k] = aggregate(vals)
+    return out
+
+
+def _cell(values: dict, column: str) -> str:
+    if f"{column}_std" in values:
+        return f"{_pct(values[column])} ± {_pct(values[column + '_std'])}"
+    return _pct(values[column])
+
+
 def build_tables(metrics: dict, tables: list, splits: list, ctx_name: str) -> list:
     out = []
     for t in tables:
         rows = []
         for r in t["rows"]:
             per_split = _lookup(metrics, r["source"], ctx_name)
-            ours = {s: {c: per_split[s][c] for c in t["columns"]} if s in per_split else None for s in splits}
+            ours = {s: {k: v for k, v in per_split[s].items() if k.removesuffix("_std") in t["columns"]}
+                    if s in per_split else None for s in splits}
             rows.append({"label": r["label"], "source": r["source"], "paper": r.get("paper", {}),
                          "ours": ours})
         out.append({"title": t["title"], "columns": t["columns"], "rows": rows})
     return out
 
 
-def to_markdown(title: str, tables: list, splits: list, notes: str = "") -> str:
+def to_markdown(title: str, tables: list, splits: list, notes: str = "", labels=SPLIT_NAMES) -> str:
     lines = [f"# {title}", ""]
     if notes:
         lines += [notes.strip(), ""]
@@ -57,16 +92,40 @@ def to_markdown(title: str, tables: list, splits: list, notes: str = "") -> str:
         cols = t["columns"]
         head = ["Method"] + [f"paper {c}" for c in cols]
         for s in splits:
-            head += [f"ours {c} [{SPLIT_NAMES.get(s, s)}]" for c in cols]
+            head += [f"ours {c} [{labels.get(s, s)}]" for c in cols]
         lines += [f"## {t['title']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in t["rows"]:
             cells = [r["label"]] + [f"{r['paper'][c]:.2f}" if c in r["paper"] else "—" for c in cols]
             for s in splits:
-                cells += [_pct(r["ours"][s][c]) if r["ours"][s] else "—" for c in cols]
+                cells += [_cell(r["ours"][s], c) if r["ours"][s] else "—" for c in cols]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Accuracy is micro-averaged; precision, recall and F1 are macro averages over the "
-                 "7 classes, in percent.")
+                 "7 classes, in percent; a ± is the standard deviation over a stage's foreach copies.")
+    return "\n".join(lines) + "\n"
+
+
+def per_class_table(metrics: dict, spec: dict, split: str, ctx_name: str) -> dict:
+    """Per-class accuracy (recall) of each row, from its (possibly summed) confusion matrix."""
+    rows = []
+    for r in spec.get("rows", []):
+        m = _lookup(metrics, r["source"], ctx_name).get(split)
+        ours = None
+        if m and "confusion" in m:
+            ours = [row[i] / max(sum(row), 1) for i, row in enumerate(m["confusion"])]
+        rows.append({"label": r["label"], "source": r["source"], "paper": r.get("paper"), "ours": ours})
+    return {"title": spec.get("title", "Per-class accuracy [%]"), "split": split, "rows": rows}
+
+
+def per_class_markdown(t: dict, labels=SPLIT_NAMES) -> str:
+    head = ["Method", ""] + list(CLASS_NAMES) + ["mean"]
+    lines = [f"## {t['title']} [{labels.get(t['split'], t['split'])}]", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in t["rows"]:
+        for who, fmt in (("paper", "{:.2f}".format), ("ours", _pct)):  # paper: percent; ours: fractions
+            v = r[who]
+            cells = [fmt(x) for x in v] + [fmt(sum(v) / len(v))] if v else ["—"] * (len(CLASS_NAMES) + 1)
+            lines.append("| " + " | ".join([r["label"] if who == "paper" else "", who] + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,11 +156,17 @@ def plot_confusion(confusion, title: str, path: Path):
 def run(ctx):
     if not isinstance(ctx.inputs, dict) or not ctx.inputs:
         raise UserError(f"stages.{ctx.name}.inputs: map source names to '<stage>.metrics'")
-    metrics = {name: json.loads(Path(p).read_text()) for name, p in ctx.inputs.items()}
+    metrics = {name: aggregate([json.loads(Path(q).read_text()) for q in p]) if isinstance(p, list)
+               else json.loads(Path(p).read_text()) for name, p in ctx.inputs.items()}
     splits = ctx.config.get("splits", ["test"])
     tables = build_tables(metrics, ctx.config.get("tables", []), splits, ctx.name)
     title = ctx.config.get("title", f"{ctx.pipeline} report")
-    md = to_markdown(title, tables, splits, ctx.config.get("notes", ""))
+    labels = {**SPLIT_NAMES, **(ctx.config.get("split_labels") or {})}
+    md = to_markdown(title, tables, splits, ctx.config.get("notes", ""), labels)
+    per_class = None
+    if ctx.config.get("per_class"):
+        per_class = per_class_table(metrics, ctx.config["per_class"], splits[0], ctx.name)
+        md += "\n" + per_class_markdown(per_class, labels)
     images = []
     if tables:
         split = splits[0]
@@ -109,12 +174,13 @@ def run(ctx):
             m = _lookup(metrics, r["source"], ctx.name)
             if split in m and "confusion" in m[split]:
                 name = "confusion_" + "".join(ch if ch.isalnum() else "_" for ch in r["label"]).lower() + ".png"
-                plot_confusion(m[split]["confusion"], f"{r['label']} — {SPLIT_NAMES.get(split, split)}",
+                plot_confusion(m[split]["confusion"], f"{r['label']} — {labels.get(split, split)}",
                                ctx.out_dir / name)
                 images.append(name)
     if images:
         md += "\n## Confusion matrices (row-normalised)\n\n" + "\n".join(f"![{i}]({i})" for i in images) + "\n"
-    atomic_write_json(ctx.output("json"), {"title": title, "splits": splits, "tables": tables})
+    atomic_write_json(ctx.output("json"), {"title": title, "splits": splits, "tables": tables,
+                                           "per_class": per_class})
     atomic_write_text(ctx.output("report"), md)
     print(md)
     def tables_and_images(run):

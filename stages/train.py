@@ -24,6 +24,7 @@ from fer_lightning.tracking import log_lineage, make_logger
 
 OUTPUTS = {"checkpoint": "model.ckpt", "probs": "probs.npz", "features": "features.npz",
            "metrics": "metrics.json"}
+SHARED = ("seed", "trainer", "data")  # what the pipeline's shared settings give this kind
 
 
 def run(ctx):
@@ -112,6 +113,8 @@ def export_predictions(model, dm, accelerator="auto"):
         p, f, y = out["probs"], out["features"], out["labels"]
         probs[f"{split}_probs"], probs[f"{split}_labels"] = p, y
         feats[f"{split}_features"], feats[f"{split}_labels"] = f, y
+        if "pooled" in out:
+            feats[f"{split}_pooled"] = out["pooled"]
         metrics[split] = score(p, y, p.shape[1])
     dm.predict_split = "test"
     return probs, feats, metrics

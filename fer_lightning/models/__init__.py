@@ -1,4 +1,6 @@
 from fer_lightning.models.cnn import CNN1, CNN2, CNN3, FERNet
 from fer_lightning.models.fusion import FusionNet
+from fer_lightning.models.head import FeatureHead
+from fer_lightning.models.torchvision_nets import TorchvisionNet
 
-__all__ = ["CNN1", "CNN2", "CNN3", "FERNet", "FusionNet"]
+__all__ = ["CNN1", "CNN2", "CNN3", "FERNet", "FeatureHead", "FusionNet", "TorchvisionNet"]

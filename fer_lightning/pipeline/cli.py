@@ -13,7 +13,7 @@ def pipeline_main(argv) -> int:
     ap.add_argument("action", choices=["run", "plan"], help="plan = dry run: print what would run and why")
     ap.add_argument("file", help="pipeline YAML, e.g. configs/pipelines/fer2013_fusion.yaml")
     ap.add_argument("--out", help="output directory (default: runs/<pipeline name>)")
-    ap.add_argument("--data", help="dataset: a FER2013 .csv/.csv.gz, an image folder, or 'synthetic'")
+    ap.add_argument("--data", help="dataset: a FER2013 .csv/.csv.gz, a JAFFE folder, an image folder, or 'synthetic'")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a value of the pipeline file, e.g. trainer.max_epochs=2 or "
                          "stages.probe.params.knn.init_args.n_neighbors=7 (repeatable)")

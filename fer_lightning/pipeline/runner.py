@@ -225,12 +225,11 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                  log=print) -> dict:
     """Run (or, with ``dry_run``, plan) the pipeline; returns ``{stage: status}``."""
     out_root = Path(out_root).resolve()
-    for s in list(only) + ([from_stage] if from_stage else []):
-        if s not in pipe.stages:
-            raise UserError(f"unknown stage '{s}' (stages: {', '.join(pipe.stages)})")
+    only = _expand_names(pipe, only)
+    from_stages = _expand_names(pipe, [from_stage] if from_stage else [])
     forced = set(pipe.stages) if force else set()
-    if from_stage:
-        forced |= {from_stage} | _descendants(pipe, from_stage)
+    for s in from_stages:
+        forced |= {s} | _descendants(pipe, s)
     with _lock(out_root):
         fingerprints = _Fingerprints(out_root / ".fingerprints.json")
         group = f"{pipe.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
@@ -288,6 +287,17 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 f"{sum(s == 'cached' for s in statuses.values())} cached, {time.time() - t_all:.1f}s; "
                 f"outputs in {out_root}")
         return statuses
+
+
+def _expand_names(pipe: Pipeline, names) -> list:
+    """Stage names as given on the command line; ``mobilenet`` also means all its foreach copies."""
+    out = []
+    for s in names:
+        copies = [n for n in pipe.stages if n == s or n.startswith(f"{s}@")]
+        if not copies:
+            raise UserError(f"unknown stage '{s}' (stages: {', '.join(pipe.stages)})")
+        out += copies
+    return out
 
 
 def _descendants(pipe: Pipeline, name: str) -> set:

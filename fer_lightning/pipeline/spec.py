@@ -14,10 +14,21 @@
         kind: fuse
         config: ../models/fusion.yaml
         inputs: {backbones: [cnn1.checkpoint, cnn2.checkpoint]}
+      mobilenet:
+        kind: train
+        foreach: {data.init_args.fold: [0, 1, 2]}   # one stage per value: mobilenet@0, ...
 
 An input is ``<stage>.<output>``; inputs may be a single reference, a list or a mapping of them.
+Each stage kind says which of the shared ``seed``/``trainer``/``data`` it receives (``SHARED``).
+
+``foreach`` (cross-validation folds, seeds, ...) runs a stage once per value. A dotted key
+(``data.init_args.fold``) is set to the value in each copy's config; a plain name (``fold``) only
+labels the copies, for stages that just consume other copies' outputs. A reference from a stage
+with a ``foreach`` over the same values binds to the copy of the same value; a reference from a
+stage without one becomes the list of every copy's output (a report then shows mean ± std).
 """
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +38,7 @@ from fer_lightning.config import deep_merge, load_yaml, set_dotted
 from fer_lightning.errors import UserError
 
 TOP_KEYS = {"name", "base", "data", "trainer", "seed", "stages", "description"}
-STAGE_KEYS = {"kind", "config", "params", "inputs"}
-TRAINING_KINDS = {"train", "fuse"}
+STAGE_KEYS = {"kind", "config", "params", "inputs", "foreach"}
 
 
 @dataclass
@@ -118,8 +128,9 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
         # batch_size and augment from the pipeline file.
         new = data_spec_for(data)
         old = doc.get("data") or {}
+        same = old.get("class_path") == new["class_path"]  # then only the path changes
         keep = {k: v for k, v in (old.get("init_args") or {}).items()
-                if k in ("batch_size", "eval_batch_size", "augment", "seed")}
+                if same or k in ("batch_size", "eval_batch_size", "augment", "seed")}
         new["init_args"] = {**keep, **new["init_args"]}
         doc["data"] = new
     unknown = set(doc) - TOP_KEYS
@@ -129,7 +140,7 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
     raw = doc.get("stages")
     if not isinstance(raw, dict) or not raw:
         raise UserError(f"{path}: 'stages' must be a non-empty mapping of stage name -> stage")
-    stages = {}
+    loops = {}
     for name, st in raw.items():
         if not isinstance(st, dict):
             raise UserError(f"{path}: stages.{name} must be a mapping")
@@ -137,22 +148,29 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
         if bad:
             raise UserError(f"{path}: stages.{name}: unknown key(s) {', '.join(sorted(bad))} "
                             f"(allowed: {', '.join(sorted(STAGE_KEYS))})")
+        if "@" in name or "." in name:
+            raise UserError(f"{path}: stages.{name}: a stage name cannot contain '@' or '.'")
+        loops[name] = _foreach(st.get("foreach"), f"{path}: stages.{name}.foreach")
+    stages = {}
+    for name, st in raw.items():
         kind = st.get("kind")
         if kind not in KINDS:
             raise UserError(f"{path}: stages.{name}.kind: unknown stage kind '{kind}' "
                             f"(known: {', '.join(sorted(KINDS))})")
+        shared = getattr(KINDS[kind], "SHARED", ())
         cfg = {}
-        if kind in TRAINING_KINDS:
-            cfg = {"seed_everything": doc.get("seed", 0), "trainer": dict(doc.get("trainer") or {})}
-            if doc.get("data"):
-                cfg["data"] = doc["data"]
+        if "seed" in shared:
+            cfg["seed_everything" if "trainer" in shared else "seed"] = doc.get("seed", 0)
+        if "trainer" in shared:
+            cfg["trainer"] = dict(doc.get("trainer") or {})
+        if "data" in shared and doc.get("data"):
+            cfg["data"] = doc["data"]
         for f in st.get("config") or []:
             cfg = deep_merge(cfg, load_yaml(f))
         params = st.get("params") or {}
         if not isinstance(params, dict):
             raise UserError(f"{path}: stages.{name}.params must be a mapping")
         cfg = deep_merge(cfg, params)
-        deps = []
         for ref in iter_refs(st.get("inputs")):
             up, _, out = ref.partition(".")
             if up not in raw:
@@ -161,10 +179,55 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
             if up_kind in KINDS and out not in KINDS[up_kind].OUTPUTS:
                 raise UserError(f"{path}: stages.{name}.inputs: stage '{up}' ({up_kind}) has no output "
                                 f"'{out}' (it has {', '.join(KINDS[up_kind].OUTPUTS)})")
-            if up not in deps:
-                deps.append(up)
-        stages[name] = Stage(name, kind, cfg, st.get("inputs"), deps)
+            if loops[up] and loops[name] and loops[up][1] != loops[name][1]:
+                raise UserError(f"{path}: stages.{name}.inputs: '{ref}': both stages have a foreach, "
+                                f"but not the same one")
+        key, values = loops[name] or (None, [None])
+        for value in values:
+            copy_cfg = cfg
+            if key is not None and "." in key:
+                copy_cfg = copy.deepcopy(cfg)
+                set_dotted(copy_cfg, key, value)
+            inputs = _bind(st.get("inputs"), loops, value if key is not None else None)
+            deps = []
+            for ref in iter_refs(inputs):
+                if (up := ref.partition(".")[0]) not in deps:
+                    deps.append(up)
+            copy_name = name if key is None else f"{name}@{value}"
+            stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps)
     return Pipeline(doc.get("name") or path.stem, path, _toposort(stages, path))
+
+
+def _foreach(spec, where: str):
+    """``{dotted.key: [values]}`` → (key, values), or None."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise UserError(f"{where}: expected one mapping entry, e.g. {{data.init_args.fold: [0, 1, 2]}}")
+    (key, values), = spec.items()
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{where}.{key}: expected a non-empty list of values")
+    for v in values:
+        if not isinstance(v, (int, str)) or "." in str(v) or "@" in str(v):
+            raise UserError(f"{where}.{key}: value {v!r} must be an integer or a name without '.' or '@'")
+    return key, values
+
+
+def _bind(inputs, loops: dict, value):
+    """Point references at foreach copies: the copy of ``value`` when the referring stage is itself
+    a copy, else the list of every copy."""
+    if isinstance(inputs, str):
+        up, _, out = inputs.partition(".")
+        if not loops.get(up):
+            return inputs
+        if value is not None:
+            return f"{up}@{value}.{out}"
+        return [f"{up}@{v}.{out}" for v in loops[up][1]]
+    if isinstance(inputs, list):
+        return [_bind(x, loops, value) for x in inputs]
+    if isinstance(inputs, dict):
+        return {k: _bind(v, loops, value) for k, v in inputs.items()}
+    return inputs
 
 
 def _toposort(stages: dict, path) -> dict:

@@ -1,0 +1,58 @@
+"""handcrafted: HOG + uniform-LBP descriptors of every split (paper 001 §3.3.2), z-scored and
+reduced with PCA — both fitted on the training split only — saved as a ``features.npz`` artifact
+that the ``probe`` stage (SVM/KNN on LBP+HOG) and the ``head`` stage (deep + handcrafted) read.
+
+Config (besides the pipeline's shared ``data`` and ``seed``):
+  hog: skimage.feature.hog settings (default: 9 orientations, 8×8 cells, 2×2 blocks), or null
+  lbp: {P: 8, R: 1, grid: 7} (uniform LBP histograms on a grid×grid tiling), or null
+  pca: n_components for sklearn PCA — a fraction of variance to keep (default 0.95), a number of
+       components, or null for no PCA
+"""
+
+import time
+
+from fer_lightning.artifacts import atomic_save_npz, atomic_write_json
+from fer_lightning.config import instantiate
+from fer_lightning.errors import UserError
+from fer_lightning.tracking import log_stage
+
+OUTPUTS = {"features": "features.npz", "metrics": "metrics.json"}
+SHARED = ("seed", "data")
+
+
+def run(ctx):
+    import numpy as np
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from fer_lightning.handcrafted import hog_lbp
+
+    cfg = ctx.config
+    data = dict(cfg.get("data") or {})
+    if not data:
+        raise UserError(f"stages.{ctx.name}: needs a data module (the pipeline's 'data')")
+    data["init_args"] = {k: v for k, v in (data.get("init_args") or {}).items() if k != "augment"}
+    dm = instantiate(data, f"stages.{ctx.name}.data")
+    dm.setup()
+    hog, lbp = cfg.get("hog", {}), cfg.get("lbp", {})
+    t0 = time.perf_counter()
+    raw = {s: hog_lbp(dm.splits[s][0].numpy(), hog, lbp) for s in dm.eval_splits if s in dm.splits}
+    seconds = time.perf_counter() - t0
+    steps = [StandardScaler().fit(raw["train"])]
+    if cfg.get("pca", 0.95) is not None:
+        steps.append(PCA(n_components=cfg.get("pca", 0.95), svd_solver="full",
+                         random_state=cfg.get("seed", 0)).fit(steps[0].transform(raw["train"])))
+    out = {}
+    for s, x in raw.items():
+        for step in steps:
+            x = step.transform(x)
+        out[f"{s}_features"] = x.astype(np.float32)
+        out[f"{s}_labels"] = dm.splits[s][1].numpy()
+    atomic_save_npz(ctx.output("features"), **out)
+    metrics = {"raw_dim": int(raw["train"].shape[1]), "dim": int(out["train_features"].shape[1]),
+               "images": int(sum(len(x) for x in raw.values())), "extract_seconds": round(seconds, 2)}
+    if len(steps) == 2:
+        metrics["pca_explained_variance"] = float(steps[1].explained_variance_ratio_.sum())
+    atomic_write_json(ctx.output("metrics"), metrics)
+    log_stage(ctx, metrics, {n: ctx.output(n) for n in OUTPUTS})
+    return metrics

@@ -1,0 +1,239 @@
+"""Papers 003 and 001: torchvision backbones, local weights, the fusion variants, HOG/LBP, the
+feature head, foreach copies, and both pipelines end to end at tiny size."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SHARED_DATA, write_fer_csv
+from fer_lightning.errors import UserError
+
+JAFFE = SHARED_DATA / "jaffe"
+
+
+def _tiny_tv(**kw):
+    from fer_lightning.models import TorchvisionNet
+
+    return TorchvisionNet(**{"arch": "mobilenet_v3_small", "input_size": 32, "head": [16], **kw})
+
+
+def test_torchvision_net_resizes_grey_batches_on_the_device():
+    net = _tiny_tv().eval()
+    x = torch.randn(3, 1, 48, 48)
+    assert net(x).shape == (3, 7)
+    assert net.pooled(x).shape == (3, net.pooled_dim) and net.features(x).shape == (3, 16)
+
+
+def test_local_weights_are_loaded_and_not_needed_again(tmp_path):
+    import torchvision
+
+    from fer_lightning.checkpoints import build_net, net_spec
+
+    src = torchvision.models.mobilenet_v3_small(num_classes=1000)
+    path = tmp_path / "mnv3.pth"
+    torch.save(src.state_dict(), path)
+    net = _tiny_tv(weights=str(path))
+    for k, v in src.features.state_dict().items():
+        assert torch.equal(net.body.state_dict()[k], v)
+    # a checkpoint records weights: null — the weights are in the state dict
+    assert net_spec(net)["init_args"]["weights"] is None
+    build_net(net_spec(net))
+
+
+def test_bad_weights_files_are_one_line_errors(tmp_path):
+    import torchvision
+
+    with pytest.raises(UserError, match="never downloaded"):
+        _tiny_tv(weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(UserError, match="never downloaded"):
+        _tiny_tv(weights="IMAGENET1K_V1")
+    other = tmp_path / "effnet.pth"
+    torch.save(torchvision.models.mobilenet_v3_large().state_dict(), other)
+    with pytest.raises(UserError, match="not a mobilenet_v3_small state dict"):
+        _tiny_tv(weights=str(other))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="not a readable"):
+        _tiny_tv(weights=str(junk))
+    with pytest.raises(UserError, match="arch"):
+        _tiny_tv(arch="resnet9000")
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_fusion_freezes_or_fine_tunes_the_backbones(freeze):
+    from fer_lightning.checkpoints import net_spec
+    from fer_lightning.models import FusionNet
+
+    specs = [net_spec(_tiny_tv(head=[])), net_spec(_tiny_tv(head=[]))]
+    net = FusionNet(backbone_specs=specs, layer="pooled", hidden=[32, 16], dropout=0.2, freeze=freeze).train()
+    assert net.feature_dim == 16
+    net(torch.randn(4, 1, 40, 40)).sum().backward()
+    grads = [p.grad is not None for p in net.backbones.parameters() if p.requires_grad or freeze]
+    assert (not any(grads)) if freeze else all(p.grad is not None for p in net.backbones[0].body.parameters())
+    assert all(not b.training for b in net.backbones) == freeze
+
+
+def test_fusion_layer_errors():
+    from fer_lightning.checkpoints import net_spec
+    from fer_lightning.models import CNN2, FusionNet
+
+    with pytest.raises(UserError, match="no 'pooled' output"):
+        FusionNet(backbone_specs=[net_spec(CNN2(widths=(4, 4, 4, 4), fc=(8, 8)))], layer="pooled")
+
+
+def test_hog_lbp_dimensions_match_the_paper_settings():
+    from fer_lightning.handcrafted import hog_lbp
+
+    imgs = np.random.default_rng(0).integers(0, 256, (2, 1, 48, 48), dtype=np.uint8)
+    # HOG: (48/8 - 1)^2 blocks x 2x2 cells x 9 bins = 900; LBP: 7x7 cells x (8 + 2) bins = 490
+    assert hog_lbp(imgs, {}, None).shape == (2, 900)
+    assert hog_lbp(imgs, None, {}).shape == (2, 490)
+    both = hog_lbp(imgs, {}, {})
+    assert both.shape == (2, 1390) and np.isfinite(both).all()
+    lbp = hog_lbp(imgs, None, {"grid": 1})
+    assert np.allclose(lbp.sum(1), 1.0)  # one normalised histogram
+
+
+def test_features_data_module_checks_that_labels_agree(tmp_path):
+    from fer_lightning.artifacts import atomic_save_npz
+    from fer_lightning.data import FeaturesDataModule
+
+    y = np.arange(6) % 7
+    for name, labels in (("a", y), ("b", y), ("c", y[::-1].copy())):
+        atomic_save_npz(tmp_path / f"{name}.npz", **{f"{s}_features": np.ones((6, 3), np.float32)
+                                                     for s in ("train", "val", "test")},
+                        **{f"{s}_labels": labels for s in ("train", "val", "test")})
+    dm = FeaturesDataModule(paths=[str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
+    assert dm.feature_dim == 6
+    with pytest.raises(UserError, match="labels differ"):
+        FeaturesDataModule(paths=[str(tmp_path / "a.npz"), str(tmp_path / "c.npz")]).setup()
+    with pytest.raises(UserError, match="no 'train_pooled'"):
+        FeaturesDataModule(paths=[str(tmp_path / "a.npz")], keys="pooled").setup()
+
+
+def test_foreach_copies_and_binding(tmp_path):
+    from fer_lightning.pipeline.spec import load_pipeline
+
+    p = tmp_path / "p.yaml"
+    p.write_text("""
+data: {class_path: fer_lightning.data.SyntheticFacesDataModule}
+stages:
+  a: {kind: train, foreach: {data.init_args.seed: [1, 2]}}
+  b: {kind: probe, foreach: {run: [1, 2]}, inputs: {features: {a: a.features}}}
+  r: {kind: report, inputs: {b: b.metrics}}
+""")
+    pipe = load_pipeline(p)
+    assert list(pipe.stages) == ["a@1", "b@1", "a@2", "b@2", "r"] or set(pipe.stages) == {"a@1", "a@2", "b@1", "b@2", "r"}
+    assert pipe.stages["a@2"].config["data"]["init_args"]["seed"] == 2
+    assert "init_args" not in pipe.stages["a@1"].config["data"] or pipe.stages["a@1"].config["data"]["init_args"]["seed"] == 1
+    assert pipe.stages["b@2"].inputs == {"features": {"a": "a@2.features"}}
+    assert pipe.stages["r"].inputs == {"b": ["b@1.metrics", "b@2.metrics"]}
+    p.write_text(p.read_text().replace("run: [1, 2]", "run: [1, 3]"))
+    with pytest.raises(UserError, match="not the same one"):
+        load_pipeline(p)
+    p.write_text(p.read_text().replace("run: [1, 3]", "run: [1.5]"))
+    with pytest.raises(UserError, match="must be an integer or a name"):
+        load_pipeline(p)
+
+
+def _run(pipeline, out, *extra):
+    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipeline),
+                           "--out", str(out), "--threads", "1", *extra], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+TINY_003 = """
+base: {base}
+name: tiny_hybrid
+data:
+  init_args: {{csv_path: {csv}, batch_size: 16, eval_batch_size: 64}}
+trainer: {{max_epochs: 1, accelerator: cpu, enable_model_summary: false, limit_train_batches: 2}}
+stages:
+  effnet: {{params: {{model: {{net: {{init_args: {{input_size: 32, head: [32, 16]}}}}}}}}}}
+  mobilenet: {{params: {{model: {{net: {{init_args: {{input_size: 32, head: [32, 16]}}}}}}}}}}
+  hybrid_frozen: {{params: {{model: {{net: {{init_args: {{hidden: [16]}}}}}}}}}}
+  hybrid_finetuned: {{params: {{model: {{net: {{init_args: {{hidden: [16]}}}}}}}}}}
+  hybrid_trained: {{params: {{model: {{net: {{init_args: {{hidden: [16]}}}}}}}}}}
+"""
+
+
+def test_paper_003_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
+    """The real effnet_b0/mobilenet_v2 at 32×32, 1 epoch of 2 batches: every stage runs and the
+    report holds the paper's five rows; hybrid (c) loads the two trained checkpoints."""
+    rng = np.random.default_rng(0)
+    rows = [(i % 7, rng.integers(0, 256, 48 * 48), u) for u, n in
+            (("Training", 56), ("PublicTest", 14), ("PrivateTest", 14)) for i in range(n)]
+    csv = write_fer_csv(tmp_path / "fer.csv", rows)
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(TINY_003.format(base=ROOT / "configs/pipelines/fer2013_hybrid.yaml", csv=csv))
+    _run(pipe, tmp_path / "out")
+    report = json.loads((tmp_path / "out/report/report.json").read_text())
+    rows = report["tables"][0]["rows"]
+    assert [r["paper"]["acc"] for r in rows] == [73.32, 71.04, 58.63, 73.22, 74.39]
+    assert all(r["ours"]["private_test"]["acc"] is not None for r in rows)
+    cfg = (tmp_path / "out/hybrid_trained/config.yaml").read_text()
+    assert "effnet/model.ckpt" in cfg and "mobilenet/model.ckpt" in cfg
+    z = np.load(tmp_path / "out/effnet/features.npz")
+    assert z["train_pooled"].shape[1] == 1280 and z["train_features"].shape[1] == 16
+
+
+TINY_001 = """
+base: {base}
+name: tiny_jaffe
+data:
+  init_args: {{root: {root}, image_size: 48}}
+trainer: {{max_epochs: 1, accelerator: cpu, enable_model_summary: false}}
+stages:
+  mobilenet:
+    {foreach}
+    params: {{model: {{net: {{init_args: {{arch: mobilenet_v3_small, input_size: 48}}}}}}}}
+  hog_lbp:
+    {foreach}
+    params: {{pca: 10}}
+  {extra}
+"""
+
+
+@pytest.mark.skipif(not JAFFE.is_dir(), reason="../shared/data not present")
+def test_paper_001_pipeline_on_real_jaffe_files(tmp_path):
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(TINY_001.format(base=ROOT / "configs/pipelines/jaffe_hybrid.yaml", root=JAFFE,
+                                    foreach="", extra=""))
+    _run(pipe, tmp_path / "out")
+    report = json.loads((tmp_path / "out/report/report.json").read_text())
+    labels = [r["label"] for r in report["tables"][0]["rows"]]
+    assert labels[0] == "MobileNetV2" and labels[-1].startswith("Proposed hybrid")
+    assert report["tables"][0]["rows"][-1]["ours"]["test"]["acc"] is not None
+    assert len(report["per_class"]["rows"][0]["ours"]) == 7
+    hybrid = json.loads((tmp_path / "out/hybrid/metrics.json").read_text())
+    assert hybrid["test"]["n"] == 57 and hybrid["train"]["n"] == 133 and hybrid["val"]["n"] == 23
+    cfg = (tmp_path / "out/hybrid/config.yaml").read_text()
+    assert "in_features" in cfg and "pooled" in cfg
+    hand = json.loads((tmp_path / "out/hog_lbp/metrics.json").read_text())
+    assert hand["raw_dim"] == 1390 and hand["dim"] == 10
+
+
+@pytest.mark.skipif(not JAFFE.is_dir(), reason="../shared/data not present")
+def test_paper_001_leave_one_subject_out_folds(tmp_path):
+    pipe = tmp_path / "p.yaml"
+    loop = "foreach: {data.init_args.fold: [0, 7]}"
+    pipe.write_text(TINY_001.format(base=ROOT / "configs/pipelines/jaffe_hybrid_loso.yaml", root=JAFFE,
+                                    foreach=loop, extra="hybrid: {foreach: {fold: [0, 7]}}\n  "
+                                                        "probe: {foreach: {fold: [0, 7]}}"))
+    out = _run(pipe, tmp_path / "out")
+    assert "mobilenet@7" in out and "hybrid@0" in out
+    m0 = json.loads((tmp_path / "out/hybrid@0/metrics.json").read_text())
+    m7 = json.loads((tmp_path / "out/hybrid@7/metrics.json").read_text())
+    assert m0["test"]["n"] + m7["test"]["n"] in range(40, 47)  # two subjects' ~21 images each
+    report = (tmp_path / "out/report/report.md").read_text()
+    assert " ± " in report
+    rows = json.loads((tmp_path / "out/report/report.json").read_text())["tables"][0]["rows"]
+    hybrid = rows[-1]["ours"]["test"]
+    assert hybrid["acc"] == pytest.approx((m0["test"]["acc"] + m7["test"]["acc"]) / 2)
+    assert hybrid["acc_std"] == pytest.approx(np.std([m0["test"]["acc"], m7["test"]["acc"]], ddof=1))

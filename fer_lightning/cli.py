@@ -2,6 +2,8 @@
 
     fer-lightning train {fit,validate,test,predict} --config a.yaml [--config b.yaml] [--key value]
     fer-lightning pipeline {run,plan} configs/pipelines/<name>.yaml [options]
+    fer-lightning evaluate --model model.ckpt [--model ...] --data PATH [--split S] [--tta flip]
+    fer-lightning predict --model model.ckpt [--model ...] photo.jpg|folder ... [--out DIR]
 """
 
 import sys
@@ -28,11 +30,19 @@ def main(argv=None):
             from fer_lightning.pipeline.cli import pipeline_main
 
             return pipeline_main(rest)
+        if command == "evaluate":
+            from fer_lightning.evaluate import main as evaluate_main
+
+            return evaluate_main(rest)
+        if command == "predict":
+            from fer_lightning.photos import main as predict_main
+
+            return predict_main(rest)
         if command == "_stage":  # internal: one stage in its own process (multi-process DDP)
             from fer_lightning.pipeline.runner import run_stage_job
 
             return run_stage_job(rest[0])
-        print(f"error: unknown command '{command}' (expected train or pipeline)", file=sys.stderr)
+        print(f"error: unknown command '{command}' (expected train, pipeline, evaluate or predict)", file=sys.stderr)
         return 2
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,7 +3,7 @@
 and optionally ``SHARED`` (which of the pipeline's ``seed``, ``trainer``, ``data`` its config
 receives)."""
 
-from stages import fuse, handcrafted, head, probe, report, score_fusion, train
+from stages import evaluate, fuse, handcrafted, head, probe, report, score_fusion, train
 
 KINDS = {"train": train, "fuse": fuse, "head": head, "handcrafted": handcrafted, "score_fusion": score_fusion,
-         "probe": probe, "report": report}
+         "probe": probe, "report": report, "evaluate": evaluate}

@@ -3,7 +3,8 @@
 Class folder names are mapped onto the FER2013 classes with common synonyms (``anger`` →
 ``angry``, ``happiness`` → ``happy``, ...). Splits: ``train_root`` gives train (and a stratified
 ``val_fraction`` validation slice); ``test_root`` gives test, or, without one, a stratified
-``test_fraction`` slice of ``train_root`` is held out.
+``test_fraction`` slice of ``train_root`` is held out. ``fractions: [0.7, 0.15, 0.15]`` instead
+cuts one labelled folder into stratified train / val / test shares of the whole (paper 004).
 """
 
 from pathlib import Path
@@ -31,8 +32,11 @@ def class_index(folder_name: str) -> int | None:
     return None if name is None else CLASS_NAMES.index(name)
 
 
-def read_image_folder(root, image_size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read every image under ``root/<class>/`` as grey ``image_size``² uint8."""
+def read_image_folder(root, image_size: int = 48, skipped: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read every image under ``root/<class>/`` as grey ``image_size``² uint8.
+
+    A class folder that maps to no FER class (e.g. ``contempt``) is an error, unless ``skipped``
+    is given: then its images are counted there (``{folder name: count}``) and left out."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: image folder not found")
@@ -42,6 +46,9 @@ def read_image_folder(root, image_size: int = 48) -> tuple[torch.Tensor, torch.T
     images, labels = [], []
     for d in class_dirs:
         label = class_index(d.name)
+        if label is None and skipped is not None:
+            skipped[d.name] = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            continue
         if label is None:
             raise UserError(f"{d}: unknown class name '{d.name}' (expected one of "
                             f"{', '.join(CLASS_NAMES)} or a common synonym)")
@@ -60,6 +67,8 @@ def read_image_folder(root, image_size: int = 48) -> tuple[torch.Tensor, torch.T
             except (UnidentifiedImageError, OSError) as e:
                 raise UserError(f"{f}: unreadable image ({e.__class__.__name__})")
             labels.append(label)
+    if not images:
+        raise UserError(f"{root}: no images of the classes {', '.join(CLASS_NAMES)}")
     return torch.from_numpy(np.stack(images)).unsqueeze(1), torch.tensor(labels, dtype=torch.int64)
 
 
@@ -70,14 +79,22 @@ class ImageFolderDataModule(TensorDataModule):
         train_root: folder of class folders used for training (and validation).
         test_root: optional folder of class folders used as the test split.
         val_fraction / test_fraction: stratified held-out slices (test only without test_root).
+        fractions: ``[train, val, test]`` shares of ``train_root`` (summing to 1), instead of the
+            two fractions above; needs no ``test_root``.
         image_size: side the images are resized to (48 for the paper-000 CNNs).
     """
 
     def __init__(self, train_root: str, test_root: str | None = None, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2, image_size: int = 48, batch_size: int = 256,
-                 eval_batch_size: int = 1024, augment: BatchAugment | None = None, seed: int = 0):
+                 test_fraction: float = 0.2, fractions: list[float] | None = None, image_size: int = 48,
+                 batch_size: int = 256, eval_batch_size: int = 1024, augment: BatchAugment | None = None,
+                 seed: int = 0):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
                          seed=seed)
+        if fractions is not None:
+            if test_root or len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) <= 0:
+                raise UserError(f"data.fractions: {fractions}: expected three positive shares summing to 1 "
+                                f"(train, val, test), and no test_root")
+            test_fraction, val_fraction = fractions[2], fractions[1] / (fractions[0] + fractions[1])
         self.train_root, self.test_root = train_root, test_root
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.image_size = image_size

@@ -118,11 +118,6 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
 
     path = Path(path)
     doc = _load_with_base(path.resolve())
-    for item in sets:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise UserError(f"--set {item}: expected KEY=VALUE")
-        set_dotted(doc, key.strip(), yaml.safe_load(value))
     if data is not None:
         # --data replaces the data module (and its init_args) but keeps shared settings such as
         # batch_size and augment from the pipeline file.
@@ -133,6 +128,12 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
                 if same or k in ("batch_size", "eval_batch_size", "augment", "seed")}
         new["init_args"] = {**keep, **new["init_args"]}
         doc["data"] = new
+    # --set last: it can change anything, the data module --data chose included
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise UserError(f"--set {item}: expected KEY=VALUE")
+        set_dotted(doc, key.strip(), yaml.safe_load(value))
     unknown = set(doc) - TOP_KEYS
     if unknown:
         raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "

@@ -1,0 +1,141 @@
+"""Evaluate any trained model or ensemble on any labelled faces: a FER2013 CSV split, a JAFFE
+folder, or a folder of class folders (class names mapped with common synonyms). Classes the
+models cannot predict (``contempt``, ...) are counted and reported, and left out of the scores.
+
+    fer-lightning evaluate --model runs/x/cnn1/model.ckpt [--model ...] --data PATH [--split test]
+                           [--fusion mean|max] [--tta flip] --out DIR
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fer_lightning import CLASS_NAMES
+from fer_lightning.artifacts import atomic_write_json, atomic_write_text
+from fer_lightning.data.base import MEAN, STD
+from fer_lightning.errors import UserError
+from stages.score_fusion import fuse_scores
+
+
+def model_image_size(net) -> int:
+    """The face size a net was trained on (nets that resize internally accept any: 48)."""
+    args = getattr(net, "init_args", {})
+    if "image_size" in args:
+        return int(args["image_size"])
+    for spec in args.get("backbone_specs") or []:
+        if "image_size" in spec.get("init_args", {}):
+            return int(spec["init_args"]["image_size"])
+    return 48
+
+
+@torch.no_grad()
+def predict_probs(nets, images: torch.Tensor, fusion: str = "mean", tta: str = "none",
+                  batch_size: int = 512, device: str = "cpu") -> np.ndarray:
+    """Class probabilities ``[N, C]`` of uint8 faces ``[N, 1, H, W]``: each net sees the faces at
+    its own size; ``tta: flip`` averages each net's probabilities over the face and its mirror;
+    several nets are fused with ``fusion`` (``mean`` or ``max``, as the score_fusion stage)."""
+    if tta not in ("none", "flip"):
+        raise UserError(f"tta: '{tta}' (expected none or flip)")
+    per_net = []
+    for net in nets:
+        net.eval().to(device)
+        size, out = model_image_size(net), []
+        for batch in images.split(batch_size):
+            x = batch.to(device).float().div_(255.0)
+            if x.shape[-1] != size or x.shape[-2] != size:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = (x - MEAN) / STD
+            p = net(x).softmax(-1)
+            if tta == "flip":
+                p = (p + net(x.flip(-1)).softmax(-1)) / 2
+            out.append(p.float().cpu())
+        per_net.append(torch.cat(out).numpy())
+    return per_net[0] if len(per_net) == 1 else fuse_scores(per_net, fusion)
+
+
+def load_labelled(path: str, split: str | None = None):
+    """``(uint8 images [N, 1, s, s], labels [N], {skipped class: count}, description)``.
+    FER2013 CSV: the named split (default ``test``); JAFFE / image folder: every image."""
+    from fer_lightning.pipeline.spec import data_spec_for
+
+    spec = data_spec_for(path)
+    kind = spec["class_path"].rsplit(".", 1)[1]
+    skipped = {}
+    if kind == "FER2013DataModule":
+        from fer_lightning.data import FER2013DataModule
+
+        x, y = FER2013DataModule(path).split(split or "test")
+        return x, y, skipped, f"{path} [{split or 'test'}]"
+    if split not in (None, "all"):
+        raise UserError(f"--split {split}: a folder is evaluated whole (leave --split out)")
+    if kind == "JAFFEDataModule":
+        from fer_lightning.data.jaffe import read_jaffe
+
+        x, y, _ = read_jaffe(path, image_size=128)
+        return x, y, skipped, f"{path} (JAFFE, all {len(y)} images)"
+    if kind == "ImageFolderDataModule":
+        from fer_lightning.data.folder import read_image_folder
+
+        x, y = read_image_folder(path, image_size=128, skipped=skipped)
+        return x, y, skipped, f"{path} (all {len(y)} images)"
+    raise UserError(f"--data {path}: evaluate needs labelled faces (a FER2013 CSV, a JAFFE or image folder)")
+
+
+def evaluate(models: list[str], data: str, out_dir, split: str | None = None, fusion: str = "mean",
+             tta: str = "none", device: str = "cpu") -> dict:
+    from fer_lightning.checkpoints import load_net
+    from fer_lightning.metrics import score
+    from stages.report import plot_confusion
+
+    if not models:
+        raise UserError("evaluate: give at least one --model checkpoint")
+    nets = [load_net(m) for m in models]
+    x, y, skipped, described = load_labelled(data, split)
+    probs = predict_probs(nets, x, fusion, tta, device=device)
+    metrics = score(probs, y.numpy(), len(CLASS_NAMES))
+    metrics.update(models=[str(m) for m in models], data=described, fusion=fusion if len(nets) > 1 else None,
+                   tta=tta, excluded_classes=skipped)
+    out = Path(out_dir)
+    atomic_write_json(out / "metrics.json", metrics)
+    plot_confusion(metrics["confusion"], f"{Path(models[0]).parent.name}{' +…' if len(models) > 1 else ''} "
+                   f"on {Path(data).name}", out / "confusion.png")
+    atomic_write_text(out / "report.md", to_markdown(metrics))
+    return metrics
+
+
+def to_markdown(m: dict) -> str:
+    lines = [f"# Evaluation on {m['data']}", "",
+             "Models: " + ", ".join(f"`{p}`" for p in m["models"])
+             + (f" (score fusion: {m['fusion']})" if m["fusion"] else "")
+             + (f"; test-time augmentation: {m['tta']}" if m["tta"] != "none" else ""), "",
+             f"Accuracy {100 * m['acc']:.2f} % · macro precision {100 * m['precision']:.2f} % · "
+             f"recall {100 * m['recall']:.2f} % · F1 {100 * m['f1']:.2f} % on {m['n']} faces", ""]
+    if m["excluded_classes"]:
+        lines += ["Excluded (classes the models cannot predict): " + ", ".join(
+            f"{k}: {v} images" for k, v in m["excluded_classes"].items()), ""]
+    lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    support = np.asarray(m["confusion"]).sum(1)
+    for i, c in enumerate(CLASS_NAMES):
+        pc = m["per_class"]
+        lines.append(f"| {c} | {100 * pc['precision'][i]:.2f} | {100 * pc['recall'][i]:.2f} | "
+                     f"{100 * pc['f1'][i]:.2f} | {support[i]} |")
+    return "\n".join(lines + ["", "![confusion matrix](confusion.png)", ""])
+
+
+def main(argv) -> int:
+    ap = argparse.ArgumentParser(prog="fer-lightning evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", required=True, help="a model.ckpt (repeat for an ensemble)")
+    ap.add_argument("--data", required=True, help="FER2013 .csv/.csv.gz, a JAFFE folder or an image folder")
+    ap.add_argument("--split", help="FER2013 split: test, public_test, private_test, train, val (default test)")
+    ap.add_argument("--fusion", default="mean", choices=["mean", "max"], help="score fusion of several models")
+    ap.add_argument("--tta", default="none", choices=["none", "flip"], help="test-time augmentation")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default="runs/evaluate", help="output directory")
+    a = ap.parse_args(argv)
+    m = evaluate(a.model, a.data, a.out, a.split, a.fusion, a.tta, a.device)
+    print(to_markdown(m))
+    print(f"written: {Path(a.out) / 'metrics.json'}, report.md, confusion.png")
+    return 0

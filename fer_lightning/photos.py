@@ -1,0 +1,139 @@
+"""Predict expressions on ordinary photos: any size, colour or grey, several faces each.
+
+Faces are found with OpenCV's Haar cascade (shipped in the opencv-python-headless wheel), cropped,
+made grey and resized to the model's input, and all faces of all photos go through the model (or
+the score-fused ensemble) in batches. Output: ``predictions.csv`` (file, face box, per-class
+probabilities, label) and annotated copies of the photos. A photo without a face gets a
+``no_face`` row; an unreadable file a message and an ``unreadable`` row, and the rest go on.
+
+    fer-lightning predict --model runs/x/cnn1/model.ckpt [--model ...] PHOTO_OR_FOLDER ... --out DIR
+"""
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fer_lightning import CLASS_NAMES
+from fer_lightning.artifacts import atomic_write_bytes, atomic_write_text
+from fer_lightning.errors import UserError
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+FACE_SIZE = 48  # crops are stored at this size; each model resizes to its own input
+
+
+def photo_files(paths) -> list[Path]:
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in PHOTO_SUFFIXES)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise UserError(f"{p}: no such file or folder")
+    if not files:
+        raise UserError(f"no photos ({', '.join(sorted(PHOTO_SUFFIXES))}) in {', '.join(map(str, paths))}")
+    return files
+
+
+def face_detector():
+    import cv2
+
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    if cascade.empty():
+        raise UserError("OpenCV's Haar face cascade could not be loaded (reinstall opencv-python-headless)")
+    return cascade
+
+
+def detect_faces(grey: np.ndarray, cascade, min_face: int = 30) -> list[tuple[int, int, int, int]]:
+    boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_face, min_face))
+    return sorted((int(x), int(y), int(w), int(h)) for x, y, w, h in (boxes if len(boxes) else []))
+
+
+def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = "mean", tta: str = "none",
+                   min_face: int = 30, annotate: bool = True, device: str = "cpu") -> list[dict]:
+    import cv2
+    import torch
+
+    from fer_lightning.checkpoints import load_net
+    from fer_lightning.evaluate import predict_probs
+
+    nets = [load_net(m) for m in models]
+    files, cascade, out = photo_files(inputs), face_detector(), Path(out_dir)
+    rows, crops, photos = [], [], {}
+    for f in files:
+        image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"warning: {f}: unreadable image, skipped", file=sys.stderr)
+            rows.append({"file": str(f), "label": "unreadable"})
+            continue
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        boxes = detect_faces(grey, cascade, min_face)
+        if not boxes:
+            rows.append({"file": str(f), "label": "no_face"})
+        for i, (x, y, w, h) in enumerate(boxes):
+            crops.append(cv2.resize(grey[y:y + h, x:x + w], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA))
+            rows.append({"file": str(f), "face": i, "x": x, "y": y, "w": w, "h": h, "crop": len(crops) - 1})
+        photos[str(f)] = image
+    if crops:
+        faces = torch.from_numpy(np.stack(crops)).unsqueeze(1)
+        probs = predict_probs(nets, faces, fusion, tta, device=device)
+        for r in rows:
+            if "crop" in r:
+                p = probs[r.pop("crop")]
+                r.update({f"p_{c}": round(float(v), 4) for c, v in zip(CLASS_NAMES, p)})
+                r["label"] = CLASS_NAMES[int(p.argmax())]
+    write_csv(rows, out / "predictions.csv")
+    if annotate:
+        for name, image in photos.items():
+            annotate_photo(image, [r for r in rows if r["file"] == name and "x" in r],
+                           out / "annotated" / f"{Path(name).stem}.jpg")
+    return rows
+
+
+def write_csv(rows: list[dict], path: Path):
+    fields = ["file", "face", "x", "y", "w", "h"] + [f"p_{c}" for c in CLASS_NAMES] + ["label"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def annotate_photo(image: np.ndarray, faces: list[dict], path: Path):
+    import cv2
+
+    image = image.copy()
+    thick = max(1, round(max(image.shape[:2]) / 400))
+    for r in faces:
+        x, y, w, h = r["x"], r["y"], r["w"], r["h"]
+        cv2.rectangle(image, (x, y), (x + w, y + h), (0, 200, 0), thick)
+        text = f"{r['label']} {r['p_' + r['label']]:.2f}"
+        cv2.putText(image, text, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick + 0.1,
+                    (0, 200, 0), thick, cv2.LINE_AA)
+    ok, encoded = cv2.imencode(".jpg", image)
+    if ok:
+        atomic_write_bytes(path, encoded.tobytes())
+
+
+def main(argv) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(prog="fer-lightning predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("inputs", nargs="+", help="photos and/or folders of photos")
+    ap.add_argument("--model", action="append", required=True, help="a model.ckpt (repeat for an ensemble)")
+    ap.add_argument("--fusion", default="mean", choices=["mean", "max"])
+    ap.add_argument("--tta", default="none", choices=["none", "flip"])
+    ap.add_argument("--min-face", type=int, default=30, help="smallest face side in pixels")
+    ap.add_argument("--no-annotate", action="store_true", help="skip the annotated copies")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default="runs/predict")
+    a = ap.parse_args(argv)
+    rows = predict_photos(a.model, a.inputs, a.out, a.fusion, a.tta, a.min_face, not a.no_annotate, a.device)
+    faces = sum("x" in r for r in rows)
+    print(f"{len({r['file'] for r in rows})} photo(s), {faces} face(s); written: {Path(a.out) / 'predictions.csv'}"
+          + ("" if a.no_annotate else f" and {Path(a.out) / 'annotated'}/"))
+    return 0

@@ -1,0 +1,29 @@
+"""evaluate: a trained model, or an ensemble of them, on any labelled faces — another dataset
+(cross-dataset, as paper 002 does with its natural photos) or another split.
+
+Inputs: ``models``: a list of ``<stage>.checkpoint`` references (several: score fusion).
+Params: ``data``: a FER2013 CSV, a JAFFE folder or a folder of class folders; ``split`` (FER2013
+only, default ``test``); ``fusion``: ``mean`` | ``max``; ``tta``: ``none`` | ``flip``.
+"""
+
+from fer_lightning.errors import UserError
+from fer_lightning.tracking import log_stage
+
+OUTPUTS = {"metrics": "metrics.json", "report": "report.md", "confusion": "confusion.png"}
+
+
+def run(ctx):
+    from fer_lightning.evaluate import evaluate
+
+    models = ctx.inputs.get("models") if isinstance(ctx.inputs, dict) else None
+    if isinstance(models, str):
+        models = [models]
+    if not models:
+        raise UserError(f"stages.{ctx.name}.inputs.models: list '<stage>.checkpoint' references")
+    if not isinstance(ctx.config.get("data"), str):
+        raise UserError(f"stages.{ctx.name}.params.data: the path of the faces to evaluate on")
+    m = evaluate(models, ctx.config["data"], ctx.out_dir, ctx.config.get("split"),
+                 ctx.config.get("fusion", "mean"), ctx.config.get("tta", "none"))
+    summary = {"acc": m["acc"], "f1": m["f1"], "n": m["n"], "excluded": sum(m["excluded_classes"].values())}
+    log_stage(ctx, summary, {n: ctx.output(n) for n in OUTPUTS})
+    return summary

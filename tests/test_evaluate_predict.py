@@ -1,0 +1,137 @@
+"""Papers 002 and 004 (models, pipelines), the evaluate command/stage and predict on photos."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, write_fer_csv
+
+
+def test_vgg1x1_follows_table_1():
+    from fer_lightning.models import VGG1x1
+
+    net = VGG1x1().eval()
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size[0] for c in convs] == [1, 5, 3, 3] and [c.out_channels for c in convs] == [32, 32, 64, 128]
+    fcs = [m for m in net.features if isinstance(m, torch.nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(3200, 2048), (2048, 1024)]
+    assert net(torch.randn(2, 1, 48, 48)).shape == (2, 7)
+
+
+def test_attention_cnn_shapes_and_neutral_attention():
+    from fer_lightning.models.attention_cnn import ChannelAttention, MultiScaleAttentionCNN
+
+    net = MultiScaleAttentionCNN(input_size=32, stream_widths=(4, 8), res_widths=(8, 8), fc=(16, 8)).eval()
+    assert net(torch.randn(3, 1, 48, 48)).shape == (3, 7) and net.features(torch.randn(3, 1, 48, 48)).shape == (3, 8)
+    att = ChannelAttention(6)
+    w = att(torch.randn(2, 6, 4, 4))
+    assert w.shape == (2, 6, 1, 1) and torch.allclose(w.sum(1), torch.full((2, 1, 1), 6.0))
+
+
+def _cli(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "fer_lightning", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _write_faces_folder(root, classes):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for name, n in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+PIPELINES = """
+base: {base}
+name: tiny
+data:
+  init_args: {{csv_path: {csv}, batch_size: 16, eval_batch_size: 64}}
+trainer: {{max_epochs: 1, accelerator: cpu, enable_model_summary: false}}
+stages:
+  {model}: {{params: {{model: {{net: {{init_args: {args}}}}}}}}}
+  {extra}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Both paper pipelines at tiny size on a tiny FER2013 CSV (one module-wide run)."""
+    tmp = tmp_path_factory.mktemp("papers")
+    rng = np.random.default_rng(0)
+    rows = [(i % 7, rng.integers(0, 256, 48 * 48), u) for u, n in
+            (("Training", 56), ("PublicTest", 21), ("PrivateTest", 21)) for i in range(n)]
+    csv_path = write_fer_csv(tmp / "fer.csv", rows)
+    folder = _write_faces_folder(tmp / "faces", {"Happiness": 3, "anger": 2, "contempt": 4})
+    p2 = tmp / "p2.yaml"
+    p2.write_text(PIPELINES.format(
+        base=ROOT / "configs/pipelines/fer2013_vgg1x1.yaml", csv=csv_path, model="vgg1x1",
+        args="{widths: [4, 4, 8, 8], fc: [16, 8]}",
+        extra=f"cross: {{kind: evaluate, inputs: {{models: [vgg1x1.checkpoint]}}, params: {{data: {folder}}}}}"))
+    p4 = tmp / "p4.yaml"
+    p4.write_text(PIPELINES.format(base=ROOT / "configs/pipelines/fer2013_attention.yaml", csv=csv_path,
+                                   model="attention_cnn",
+                                   args="{input_size: 32, stream_widths: [4, 8], res_widths: [8, 8], fc: [16, 8]}",
+                                   extra=""))
+    _cli("pipeline", "run", p2, "--out", tmp / "out2", "--threads", "1")
+    _cli("pipeline", "run", p4, "--out", tmp / "out4", "--threads", "1")
+    return {"tmp": tmp, "csv": csv_path, "folder": folder, "vgg": tmp / "out2/vgg1x1/model.ckpt",
+            "att": tmp / "out4/attention_cnn/model.ckpt", "out2": tmp / "out2", "out4": tmp / "out4"}
+
+
+def test_paper_002_and_004_pipelines_report_beside_the_paper(trained):
+    r2 = json.loads((trained["out2"] / "report/report.json").read_text())
+    assert r2["tables"][0]["rows"][0]["paper"]["acc"] == 72.92
+    assert r2["tables"][0]["rows"][0]["ours"]["private_test"]["acc"] is not None
+    r4 = json.loads((trained["out4"] / "report/report.json").read_text())
+    assert r4["tables"][0]["rows"][0]["paper"]["acc"] == 96.1
+    assert "not available" in (trained["out4"] / "report/report.md").read_text()
+
+
+def test_evaluate_stage_counts_classes_the_model_cannot_predict(trained):
+    m = json.loads((trained["out2"] / "cross/metrics.json").read_text())
+    assert m["n"] == 5 and m["excluded_classes"] == {"contempt": 4}
+    assert (trained["out2"] / "cross/confusion.png").stat().st_size > 1000
+    assert "contempt: 4 images" in (trained["out2"] / "cross/report.md").read_text()
+
+
+def test_evaluate_command_ensemble_with_tta_on_a_fer2013_split(trained, tmp_path):
+    out = tmp_path / "ev"
+    _cli("evaluate", "--model", trained["vgg"], "--model", trained["att"], "--fusion", "max", "--tta", "flip",
+         "--data", trained["csv"], "--split", "private_test", "--out", out)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 21 and m["fusion"] == "max" and m["tta"] == "flip"
+    assert sum(map(sum, m["confusion"])) == 21
+    bad = _cli("evaluate", "--model", tmp_path / "none.ckpt", "--data", trained["csv"], check=False)
+    assert bad.returncode == 2 and "checkpoint not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_predict_on_photos_with_and_without_faces(trained, tmp_path):
+    import imageio.v3 as iio
+    import skimage.data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    iio.imwrite(photos / "astronaut.jpg", skimage.data.astronaut())   # one face
+    iio.imwrite(photos / "coffee.png", skimage.data.coffee())          # none
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    proc = _cli("predict", "--model", trained["vgg"], "--model", trained["att"], photos, "--out", out)
+    assert "unreadable" in proc.stderr
+    rows = {r["file"].rsplit("/", 1)[1]: r for r in csv.DictReader((out / "predictions.csv").open())}
+    assert rows["coffee.png"]["label"] == "no_face" and rows["broken.jpg"]["label"] == "unreadable"
+    face = rows["astronaut.jpg"]
+    assert face["label"] in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    probs = [float(face[f"p_{c}"]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]
+    assert abs(sum(probs) - 1) < 1e-3 and 150 < int(face["x"]) < 200   # the astronaut's face box
+    assert (out / "annotated/astronaut.jpg").stat().st_size > 10_000

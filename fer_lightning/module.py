@@ -43,11 +43,17 @@ class ClassifierModule(L.LightningModule):
         scheduler: optional LR scheduler factory.
         label_smoothing: cross-entropy label smoothing.
         channels_last: NHWC memory layout for the conv layers (faster on CPU and tensor cores).
+        mixup_alpha / cutmix_alpha: > 0 mixes pairs of training images (whole images: mixup;
+            a pasted rectangle: cutmix) with a Beta(α, α) share, and their losses in that share;
+            with both set, each batch uses one of the two at random.
+        tta: test-time augmentation of the exported predictions: ``flip`` averages the
+            probabilities of each face and its mirror image (``none``: off).
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,
                  scheduler: LRSchedulerCallable | None = None, label_smoothing: float = 0.0,
-                 channels_last: bool = True):
+                 channels_last: bool = True, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                 tta: str = "none"):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         # Enough to rebuild the net from the checkpoint alone (see checkpoints.load_net).
@@ -56,6 +62,10 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        if tta not in ("none", "flip"):
+            raise ValueError(f"tta: '{tta}' (expected none or flip)")
+        self.tta = tta
         n = net.classifier.out_features
         self.val_metrics = classification_metrics(n).clone(prefix="val/")
         self.test_metrics = classification_metrics(n).clone(prefix="test/")
@@ -78,9 +88,31 @@ class ClassifierModule(L.LightningModule):
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         torch.manual_seed(seed * 1_000_003 + self.current_epoch + 1000 * self.global_rank)
 
+    def _mix(self, x, y):
+        """Mixup / CutMix: the mixed batch, the partner labels and the share λ of the originals."""
+        alphas = [a for a in (self.mixup_alpha, self.cutmix_alpha) if a > 0]
+        if not alphas:
+            return x, y, 1.0
+        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or torch.rand(()) < 0.5)
+        alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        perm = torch.randperm(len(y), device=y.device)
+        if not use_cutmix:
+            return lam * x + (1 - lam) * x[perm], y[perm], lam
+        h, w = x.shape[-2:]
+        ch, cw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+        top, left = int(torch.randint(0, h - ch + 1, ())), int(torch.randint(0, w - cw + 1, ()))
+        x = x.clone()
+        x[..., top:top + ch, left:left + cw] = x[perm][..., top:top + ch, left:left + cw]
+        return x, y[perm], 1 - ch * cw / (h * w)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
+        x, y2, lam = self._mix(x, y)
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if lam < 1.0:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y2, label_smoothing=self.label_smoothing)
         if batch_idx % 50 == 0 and not torch.isfinite(loss):  # a cheap, periodic sync
             raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, "
                                      f"batch {batch_idx}: lower the learning rate or check the data")
@@ -131,7 +163,10 @@ class ClassifierModule(L.LightningModule):
             feats = self.net.head(extra["pooled"])
         else:
             feats = self.net.features(x)
-        return {"probs": self.net.classifier(feats).softmax(-1), "features": feats, "labels": y, **extra}
+        probs = self.net.classifier(feats).softmax(-1)
+        if self.tta == "flip":
+            probs = (probs + self.net(x.flip(-1)).softmax(-1)) / 2
+        return {"probs": probs, "features": feats, "labels": y, **extra}
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

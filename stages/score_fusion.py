@@ -1,9 +1,11 @@
 """score_fusion: combine saved class probabilities of several models, no retraining
 (paper 000, eqs. 10–13): ``max`` takes the element-wise maximum, ``mean`` the average; the class
-is the argmax of the fused vector.
+is the argmax of the fused vector. ``weighted`` is a weighted average whose weights (non-negative,
+summing to 1) minimise the log-loss on ``fit_split`` — a split the reported numbers must not be
+(default ``public_test`` when present, else ``val``).
 
 Inputs: ``members``: a list of ``<stage>.probs`` references.
-Params: ``methods`` (default ``[max, mean]``).
+Params: ``methods`` (default ``[max, mean]``), ``fit_split``.
 """
 
 import numpy as np
@@ -19,11 +21,30 @@ METHODS = {
 }
 
 
-def fuse_scores(member_probs: list[np.ndarray], method: str) -> np.ndarray:
-    """``[M × (N, C)]`` → ``(N, C)`` fused scores."""
+def fuse_scores(member_probs: list[np.ndarray], method: str, weights=None) -> np.ndarray:
+    """``[M × (N, C)]`` → ``(N, C)`` fused scores (``weighted`` needs ``weights``)."""
+    if method == "weighted":
+        return np.tensordot(np.asarray(weights), np.stack(member_probs), axes=1)
     if method not in METHODS:
-        raise UserError(f"score_fusion.methods: unknown method '{method}' (known: {', '.join(METHODS)})")
+        raise UserError(f"score_fusion.methods: unknown method '{method}' (known: {', '.join(METHODS)}, weighted)")
     return METHODS[method](np.stack(member_probs))
+
+
+def fit_weights(member_probs: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """Softmax-parameterised member weights minimising the log-loss of the weighted average."""
+    from scipy.optimize import minimize
+
+    stacked = np.stack(member_probs).astype(np.float64)          # M, N, C
+    picked = stacked[:, np.arange(len(labels)), labels]           # M, N
+
+    def loss(z):
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        return -np.log(w @ picked + 1e-12).mean()
+
+    z = minimize(loss, np.zeros(len(member_probs)), method="L-BFGS-B").x
+    w = np.exp(z - z.max())
+    return w / w.sum()
 
 
 def run(ctx):
@@ -37,6 +58,14 @@ def run(ctx):
     splits = [k[: -len("_probs")] for k in loaded[0] if k.endswith("_probs")
               and all(k in m for m in loaded)]
     probs, metrics = {}, {m: {} for m in methods}
+    weights = None
+    if "weighted" in methods:
+        fit = ctx.config.get("fit_split") or ("public_test" if "public_test" in splits else "val")
+        if fit not in splits:
+            raise UserError(f"stages.{ctx.name}.params.fit_split: the members have no '{fit}' split "
+                            f"(they have {', '.join(splits)})")
+        weights = fit_weights([m[f"{fit}_probs"] for m in loaded], loaded[0][f"{fit}_labels"])
+        metrics["weighted"] = {"weights": weights.tolist(), "fit_split": fit}
     for split in splits:
         labels = loaded[0][f"{split}_labels"]
         for i, m in enumerate(loaded[1:], start=1):
@@ -45,11 +74,13 @@ def run(ctx):
                                 f"(different labels): the members were evaluated on different data")
         probs[f"{split}_labels"] = labels
         for method in methods:
-            fused = fuse_scores([m[f"{split}_probs"] for m in loaded], method)
+            fused = fuse_scores([m[f"{split}_probs"] for m in loaded], method, weights)
             probs[f"{method}_{split}_probs"] = fused
             metrics[method][split] = score(fused, labels, fused.shape[1])
     atomic_save_npz(ctx.output("probs"), **probs)
     atomic_write_json(ctx.output("metrics"), metrics)
     summary = {f"{m}/{s}/acc": metrics[m][s]["acc"] for m in methods for s in splits}
+    if weights is not None:
+        summary.update({f"weighted/weight_{i}": float(w) for i, w in enumerate(weights)})
     log_stage(ctx, summary, {n: ctx.output(n) for n in OUTPUTS})
     return summary

@@ -109,6 +109,43 @@ def load_fer2013(path, cache_dir=None) -> dict[str, torch.Tensor]:
     return data
 
 
+FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
+                   "unknown", "NF")
+FERPLUS_TO_FER = {"neutral": "neutral", "happiness": "happy", "surprise": "surprise", "sadness": "sad",
+                  "anger": "angry", "disgust": "disgust", "fear": "fear"}
+
+
+def read_ferplus_majority(path, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ majority-vote labels (FER2013 class indices) and a keep-mask, row-aligned with
+    fer2013.csv. Rows whose top vote is contempt (not one of the 7 classes), unknown or NF (not a
+    face) are dropped, as in the FER+ protocol."""
+    import csv
+
+    from fer_lightning import CLASS_NAMES
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: FER+ votes file not found (fer2013new.csv)")
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        missing = [c for c in FERPLUS_COLUMNS if c not in header]
+        if missing:
+            raise UserError(f"{path}: not a FER+ votes file: no column(s) {', '.join(missing)}")
+        cols = [header.index(c) for c in FERPLUS_COLUMNS]
+        try:
+            votes = np.array([[float(row[i]) for i in cols] for row in reader], dtype=np.float32)
+        except (ValueError, IndexError):
+            raise UserError(f"{path}: a row has missing or non-numeric vote counts")
+    if len(votes) != n_rows:
+        raise UserError(f"{path}: {len(votes)} rows, but the FER2013 CSV has {n_rows}: the FER+ file must be "
+                        f"row-aligned with it")
+    top = votes.argmax(1)
+    keep = top < FERPLUS_COLUMNS.index("contempt")
+    mapping = np.array([CLASS_NAMES.index(FERPLUS_TO_FER[c]) for c in FERPLUS_COLUMNS[:7]])
+    return mapping[np.minimum(top, 6)], keep
+
+
 class FER2013DataModule(TensorDataModule):
     """FER2013 from the Kaggle CSV.
 
@@ -123,13 +160,15 @@ class FER2013DataModule(TensorDataModule):
             Kaggle protocol; then report PrivateTest only).
         val_fraction: size of the holdout slice.
         cache_dir: where the parsed tensor cache goes (default ``~/.cache/fer_lightning``).
+        ferplus_csv: FER+ votes (``fer2013new.csv``, row-aligned): train and score on the FER+
+            majority-vote labels instead of the original ones, dropping contempt/unknown/not-a-face.
     """
 
     eval_splits = ("train", "val", "test", "public_test", "private_test")
 
     def __init__(self, csv_path: str, val_split: str = "holdout", val_fraction: float = 0.1,
                  cache_dir: str | None = None, batch_size: int = 256, eval_batch_size: int = 1024,
-                 augment: BatchAugment | None = None, seed: int = 0):
+                 augment: BatchAugment | None = None, seed: int = 0, ferplus_csv: str | None = None):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
                          seed=seed)
         if val_split not in ("holdout", "PublicTest"):
@@ -138,10 +177,15 @@ class FER2013DataModule(TensorDataModule):
             raise UserError(f"data.val_fraction: {val_fraction} must lie strictly between 0 and 1")
         self.csv_path, self.val_split, self.val_fraction = csv_path, val_split, val_fraction
         self.cache_dir = cache_dir
+        self.ferplus_csv = ferplus_csv
 
     def load_splits(self):
         d = load_fer2013(self.csv_path, self.cache_dir)
         images, labels, usage = d["images"], d["labels"], d["usage"]
+        if self.ferplus_csv:
+            plus, keep = read_ferplus_majority(self.ferplus_csv, len(labels))
+            keep = torch.from_numpy(keep)
+            images, labels, usage = images[keep], torch.from_numpy(plus)[keep], usage[keep]
 
         def pick(mask):
             idx = mask.nonzero().flatten()

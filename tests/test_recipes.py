@@ -1,0 +1,109 @@
+"""Issue 8's options: augmentation and mixing recipes, TTA, weighted score fusion, FER+ labels,
+and the recipes pipeline end to end at tiny size."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, write_fer_csv
+from fer_lightning.errors import UserError
+
+
+def test_pad_crop_shifts_whole_pixels_and_erasing_blanks_a_rectangle():
+    from fer_lightning.data import BatchAugment
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 16, 16) * 0.4 + 0.55   # no pixel is 0 or 0.5 before
+    crop = BatchAugment(pad_crop=3)
+    assert crop(x).shape == x.shape
+    y = crop._pad_crop(x)   # the crop alone: the affine part resamples
+    for a, b in zip(x, y):   # every output pixel is an input pixel or padding
+        assert set(b.flatten().tolist()) <= set(a.flatten().tolist()) | {0.0}
+    z = BatchAugment(erase_p=1.0)._erase(x)
+    blanked = (z == 0.5).flatten(1).sum(1)
+    assert (blanked >= 0.02 * 256 * 0.5).all() and (blanked <= 0.25 * 256 + 16).all()
+
+
+@pytest.mark.parametrize("mixup,cutmix", [(0.2, 0.0), (0.0, 1.0)])
+def test_mixing_keeps_shapes_and_reports_the_share(mixup, cutmix):
+    from fer_lightning.models import CNN2
+    from fer_lightning.module import ClassifierModule
+
+    module = ClassifierModule(CNN2(widths=(4, 4, 4, 4), fc=(8, 8)), mixup_alpha=mixup, cutmix_alpha=cutmix)
+    x, y = torch.randn(6, 1, 48, 48), torch.arange(6) % 7
+    mixed, y2, lam = module._mix(x, y)
+    assert mixed.shape == x.shape and sorted(y2.tolist()) == sorted(y.tolist()) and 0 <= lam <= 1
+    assert not torch.equal(mixed, x) or lam == 1.0
+
+
+def test_weighted_fusion_trusts_the_better_member():
+    from stages.score_fusion import fit_weights, fuse_scores
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 300)
+    good = np.full((300, 7), 0.02)
+    good[np.arange(300), labels] = 0.88
+    noise = rng.dirichlet(np.ones(7), 300)
+    w = fit_weights([good, noise], labels)
+    assert w[0] > 0.9 and abs(w.sum() - 1) < 1e-9
+    fused = fuse_scores([good, noise], "weighted", w)
+    assert (fused.argmax(1) == labels).mean() == 1.0
+
+
+def _votes_csv(path, votes):
+    header = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+    path.write_text(header + "\n" + "\n".join("Training,x.png," + ",".join(map(str, v)) for v in votes) + "\n")
+    return path
+
+
+def test_ferplus_majority_labels_drop_contempt_unknown_and_non_faces(tmp_path):
+    from fer_lightning.data.fer2013 import read_ferplus_majority
+
+    votes = [[6, 4, 0, 0, 0, 0, 0, 0, 0, 0],   # neutral
+             [0, 0, 0, 0, 7, 3, 0, 0, 0, 0],   # anger -> angry
+             [0, 0, 0, 0, 0, 0, 0, 6, 4, 0],   # contempt: dropped
+             [0, 0, 0, 0, 0, 0, 0, 0, 2, 8]]   # not a face: dropped
+    labels, keep = read_ferplus_majority(_votes_csv(tmp_path / "v.csv", votes), 4)
+    assert keep.tolist() == [True, True, False, False] and labels[:2].tolist() == [6, 0]
+    with pytest.raises(UserError, match="row-aligned"):
+        read_ferplus_majority(tmp_path / "v.csv", 5)
+
+
+TINY = """
+base: {base}
+name: tiny_recipes
+data:
+  init_args: {{csv_path: {csv}, ferplus_csv: {votes}, batch_size: 16, eval_batch_size: 64}}
+trainer: {{max_epochs: 1, accelerator: cpu, enable_model_summary: false, limit_train_batches: 2}}
+"""
+
+
+def test_recipes_pipeline_end_to_end_on_tiny_ferplus(tmp_path):
+    rng = np.random.default_rng(0)
+    usage = [u for u, n in (("Training", 48), ("PublicTest", 21), ("PrivateTest", 21)) for _ in range(n)]
+    rows = [(i % 7, rng.integers(0, 256, 48 * 48), u) for i, u in enumerate(usage)]
+    csv_path = write_fer_csv(tmp_path / "fer.csv", rows)
+    votes = [[0] * 10 for _ in rows]
+    for i, v in enumerate(votes):   # majority = original label's FER+ column; every 10th row: NF
+        v[9 if i % 10 == 0 else [4, 5, 6, 1, 3, 2, 0][i % 7]] = 10
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(TINY.format(base=ROOT / "configs/pipelines/fer2013_recipes.yaml", csv=csv_path,
+                                votes=_votes_csv(tmp_path / "votes.csv", votes)))
+    small = "{model: {net: {init_args: {widths: [4, 4, 8, 8], fc: [16, 8], batchnorm: true}}}}"
+    sets = [f"--set=stages.{s}.params={small}" for s in ("baseline", "nesterov_plateau", "nesterov_cosine",
+            "label_smoothing", "mixup", "cutmix", "erasing_padcrop", "combined")]
+    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
+                           str(tmp_path / "out"), "--threads", "1", *sets], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ens = json.loads((tmp_path / "out/ensemble/metrics.json").read_text())
+    assert ens["weighted"]["fit_split"] == "public_test" and len(ens["weighted"]["weights"]) == 7
+    m = json.loads((tmp_path / "out/combined/metrics.json").read_text())
+    n_nf = sum(1 for i, u in enumerate(usage) if u == "PrivateTest" and i % 10 == 0)
+    assert m["private_test"]["n"] == 21 - n_nf   # FER+ dropped the not-a-face rows
+    report = json.loads((tmp_path / "out/report/report.json").read_text())
+    assert len(report["tables"][0]["rows"]) == 11

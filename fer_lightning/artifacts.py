@@ -56,6 +56,17 @@ def load_npz(path) -> dict:
         return {k: z[k] for k in z.files}
 
 
+def npz_array_shape(path, key: str) -> tuple[int, ...] | None:
+    """The shape of array ``key`` of an ``.npz`` file, read from its header alone (None if absent)."""
+    with zipfile.ZipFile(path) as z:
+        if f"{key}.npy" not in z.namelist():
+            return None
+        with z.open(f"{key}.npy") as f:
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
+            return read_header(f)[0]
+
+
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from fer_lightning import CLASS_NAMES
 from fer_lightning.artifacts import atomic_write_json, atomic_write_text
 from fer_lightning.data.base import MEAN, STD
+from fer_lightning.ensemble import fuse_scores
 from fer_lightning.errors import UserError
-from stages.score_fusion import fuse_scores
 
 
 def model_image_size(net) -> int:
@@ -88,7 +88,7 @@ def evaluate(models: list[str], data: str, out_dir, split: str | None = None, fu
              tta: str = "none", device: str = "cpu") -> dict:
     from fer_lightning.checkpoints import load_net
     from fer_lightning.metrics import score
-    from stages.report import plot_confusion
+    from fer_lightning.plots import plot_confusion
 
     if not models:
         raise UserError("evaluate: give at least one --model checkpoint")

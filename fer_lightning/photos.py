@@ -63,7 +63,7 @@ def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = 
 
     nets = [load_net(m) for m in models]
     files, cascade, out = photo_files(inputs), face_detector(), Path(out_dir)
-    rows, crops, photos = [], [], {}
+    rows, crops, readable = [], [], []
     for f in files:
         image = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if image is None:
@@ -77,7 +77,7 @@ def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = 
         for i, (x, y, w, h) in enumerate(boxes):
             crops.append(cv2.resize(grey[y:y + h, x:x + w], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA))
             rows.append({"file": str(f), "face": i, "x": x, "y": y, "w": w, "h": h, "crop": len(crops) - 1})
-        photos[str(f)] = image
+        readable.append(f)
     if crops:
         faces = torch.from_numpy(np.stack(crops)).unsqueeze(1)
         probs = predict_probs(nets, faces, fusion, tta, device=device)
@@ -87,10 +87,14 @@ def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = 
                 r.update({f"p_{c}": round(float(v), 4) for c, v in zip(CLASS_NAMES, p)})
                 r["label"] = CLASS_NAMES[int(p.argmax())]
     write_csv(rows, out / "predictions.csv")
-    if annotate:
-        for name, image in photos.items():
-            annotate_photo(image, [r for r in rows if r["file"] == name and "x" in r],
-                           out / "annotated" / f"{Path(name).stem}.jpg")
+    if annotate:  # photos are read again rather than all held in memory
+        faces = {}
+        for r in rows:
+            if "x" in r:
+                faces.setdefault(r["file"], []).append(r)
+        for f in readable:
+            annotate_photo(cv2.imread(str(f), cv2.IMREAD_COLOR), faces.get(str(f), []),
+                           out / "annotated" / f"{f.stem}.jpg")
     return rows
 
 
@@ -106,7 +110,6 @@ def write_csv(rows: list[dict], path: Path):
 def annotate_photo(image: np.ndarray, faces: list[dict], path: Path):
     import cv2
 
-    image = image.copy()
     thick = max(1, round(max(image.shape[:2]) / 400))
     for r in faces:
         x, y, w, h = r["x"], r["y"], r["w"], r["h"]

@@ -10,6 +10,9 @@ the file paths and the head's input width.
 
 import copy
 
+import numpy as np
+
+from fer_lightning.artifacts import npz_array_shape
 from fer_lightning.errors import UserError
 from stages import train
 
@@ -18,8 +21,6 @@ SHARED = ("seed", "trainer")
 
 
 def run(ctx):
-    from fer_lightning.data.features import FeaturesDataModule
-
     cfg = copy.deepcopy(ctx.config)
     paths = (ctx.inputs or {}).get("features") if isinstance(ctx.inputs, dict) else None
     if isinstance(paths, str):
@@ -33,6 +34,15 @@ def run(ctx):
         net = cfg["model"]["net"]
     except (KeyError, TypeError):
         raise UserError(f"stages.{ctx.name}: config needs model.net (a FeatureHead)")
-    args = {k: v for k, v in data["init_args"].items() if k in ("paths", "keys")}
-    net.setdefault("init_args", {})["in_features"] = FeaturesDataModule(**args).feature_dim
+    keys = data["init_args"].get("keys", "features")
+    keys = [keys] * len(paths) if isinstance(keys, str) else keys
+    if len(keys) != len(paths):
+        raise UserError(f"stages.{ctx.name}: data.init_args.keys: {len(keys)} keys for {len(paths)} inputs")
+    width = 0
+    for path, key in zip(paths, keys):  # from the array headers: the data module loads the arrays once
+        shape = npz_array_shape(path, f"train_{key}")
+        if shape is None:
+            raise UserError(f"{path}: no 'train_{key}' array")
+        width += int(np.prod(shape[1:]))
+    net.setdefault("init_args", {})["in_features"] = width
     return train.train_and_export(ctx, cfg)

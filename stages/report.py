@@ -19,8 +19,9 @@ import json
 from pathlib import Path
 
 from fer_lightning import CLASS_NAMES
-from fer_lightning.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fer_lightning.artifacts import atomic_write_json, atomic_write_text
 from fer_lightning.errors import UserError
+from fer_lightning.plots import plot_confusion
 from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"report": "report.md", "json": "report.json"}
@@ -127,30 +128,6 @@ def per_class_markdown(t: dict, labels=SPLIT_NAMES) -> str:
             cells = [fmt(x) for x in v] + [fmt(sum(v) / len(v))] if v else ["—"] * (len(CLASS_NAMES) + 1)
             lines.append("| " + " | ".join([r["label"] if who == "paper" else "", who] + cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def plot_confusion(confusion, title: str, path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    cm = np.asarray(confusion, dtype=float)
-    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ConfusionMatrixDisplay(cm, display_labels=CLASS_NAMES).plot(ax=ax, values_format=".2f",
-                                                                 colorbar=False, cmap="Blues")
-    ax.set_title(title)
-    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def run(ctx):

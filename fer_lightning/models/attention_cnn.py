@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_lightning.models.cnn import fc_stack
+
 
 def _conv_bn_relu(cin, cout, k, stride=1):
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
@@ -65,11 +67,8 @@ class MultiScaleAttentionCNN(nn.Module):
         side = input_size // 4 // 2 ** len(res_widths)
         if side < 1:
             raise ValueError(f"MultiScaleAttentionCNN: input_size {input_size} is too small")
-        layers, f = [nn.Flatten()], c * side * side
-        for w in fc:
-            layers += [nn.Linear(f, w, bias=False), nn.BatchNorm1d(w), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            f = w
-        self.head = nn.Sequential(*layers)
+        layers, f = fc_stack(c * side * side, fc, dropout, bn=True)
+        self.head = nn.Sequential(nn.Flatten(), *layers)
         self.feature_dim = f
         self.classifier = nn.Linear(f, num_classes)
         self.input_size = input_size

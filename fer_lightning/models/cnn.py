@@ -50,6 +50,19 @@ class FERNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+def fc_stack(fin: int, widths, dropout=0.0, bn: bool = False) -> tuple[list[nn.Module], int]:
+    """One :func:`fc_block` per hidden width; ``dropout`` is one rate or one per layer. Returns
+    the layers and the output width — the MLP heads of every model here."""
+    rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * len(widths)
+    if len(rates) != len(widths):
+        raise ValueError(f"{len(rates)} dropout rates for {len(widths)} hidden layers")
+    layers, f = [], fin
+    for w, p in zip(widths, rates):
+        layers += fc_block(f, w, bn=bn, dropout=p)
+        f = w
+    return layers, f
+
+
 def _side_after_pools(image_size: int, pools: int) -> int:
     for _ in range(pools):
         image_size //= 2
@@ -66,12 +79,8 @@ def _pooled_stack(in_channels, image_size, widths, fc, conv_dropout, fc_dropout)
         layers += conv_block(c, w, pool=True, dropout=conv_dropout)
         c = w
     side = _side_after_pools(image_size, len(widths))
-    layers.append(nn.Flatten())
-    f = c * side * side
-    for w in fc:
-        layers += fc_block(f, w, bn=True, dropout=fc_dropout)
-        f = w
-    return nn.Sequential(*layers), f
+    head, f = fc_stack(c * side * side, fc, fc_dropout, bn=True)
+    return nn.Sequential(*layers, nn.Flatten(), *head), f
 
 
 class CNN1(FERNet):

@@ -15,6 +15,8 @@ paper's head ``hidden: [4096, 1024]``, ``dropout: 0.2``.
 import torch
 from torch import nn
 
+from fer_lightning.models.cnn import fc_stack
+
 
 class FusionNet(nn.Module):
     """Backbones (frozen or not) + concatenated features + a trainable head.
@@ -61,10 +63,7 @@ class FusionNet(nn.Module):
                 b.requires_grad_(False)
                 b.eval()
         dims = [b.pooled_dim if layer == "pooled" else b.feature_dim for b in self.backbones]
-        layers, f = [], sum(dims)
-        for w in hidden or []:
-            layers += [nn.Linear(f, w), nn.ReLU(inplace=True)] + ([nn.Dropout(dropout)] if dropout else [])
-            f = w
+        layers, f = fc_stack(sum(dims), hidden or [], dropout)
         self.head = nn.Sequential(*layers)
         self.feature_dim = f
         self.classifier = nn.Linear(f, num_classes)

@@ -5,6 +5,8 @@ the backbone that produced them runs once, not once per epoch."""
 import torch
 from torch import nn
 
+from fer_lightning.models.cnn import fc_stack
+
 
 class FeatureHead(nn.Module):
     """``[BN] → (Linear → ReLU → Dropout) per hidden width → Linear``.
@@ -22,13 +24,8 @@ class FeatureHead(nn.Module):
                  num_classes: int = 7):
         super().__init__()
         rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * len(hidden)
-        if len(rates) != len(hidden):
-            raise ValueError(f"FeatureHead: {len(rates)} dropout rates for {len(hidden)} hidden layers")
-        layers, f = ([nn.BatchNorm1d(in_features)] if input_batchnorm else []), in_features
-        for w, p in zip(hidden, rates):
-            layers += [nn.Linear(f, w), nn.ReLU(inplace=True), nn.Dropout(p)]
-            f = w
-        self.features = nn.Sequential(*layers)
+        layers, f = fc_stack(in_features, hidden, rates)
+        self.features = nn.Sequential(*([nn.BatchNorm1d(in_features)] if input_batchnorm else []), *layers)
         self.feature_dim = f
         self.classifier = nn.Linear(f, num_classes)
         self.init_args = dict(in_features=in_features, hidden=list(hidden), dropout=rates,

@@ -12,12 +12,15 @@ loads a local ``.pth`` state dict of the same torchvision model (e.g. torchvisio
 ``mobilenet_v2-b0353104.pth``); its classifier is ignored, its ``features`` must match exactly.
 """
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fer_lightning.data.base import MEAN, STD
 from fer_lightning.errors import UserError
+from fer_lightning.models.cnn import fc_stack
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 ARCHS = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1",
@@ -26,8 +29,6 @@ ARCHS = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientn
 
 def load_backbone_weights(model: nn.Module, path: str, arch: str) -> None:
     """Load the ``features.*`` tensors of a local torchvision state dict into ``model``."""
-    from pathlib import Path
-
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise UserError(f"weights: {path}: file not found — weights are never downloaded; pass a local .pth "
@@ -80,10 +81,7 @@ class TorchvisionNet(nn.Module):
             load_backbone_weights(full, weights, arch)
         self.body = full.features
         self.pooled_dim = next(m for m in full.classifier.modules() if isinstance(m, nn.Linear)).in_features
-        layers, f = [], self.pooled_dim
-        for w in head:
-            layers += [nn.Linear(f, w), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            f = w
+        layers, f = fc_stack(self.pooled_dim, head, dropout)
         self.head = nn.Sequential(*layers)
         self.feature_dim = f
         self.classifier = nn.Linear(f, num_classes)

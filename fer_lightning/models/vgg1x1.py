@@ -11,6 +11,8 @@ to the first fc layer); ReLU after every layer. The paper mentions no batch norm
 import torch
 from torch import nn
 
+from fer_lightning.models.cnn import fc_stack
+
 
 class VGG1x1(nn.Module):
     def __init__(self, num_classes: int = 7, in_channels: int = 1, image_size: int = 48,
@@ -28,12 +30,8 @@ class VGG1x1(nn.Module):
         side = ((image_size - 4) // 2 - 2) // 2 // 2
         if side < 1:
             raise ValueError(f"VGG1x1: image_size {image_size} is too small (needs ≥ 16)")
-        layers.append(nn.Flatten())
-        f = w4 * side * side
-        for width, p in zip(fc, dropout):
-            layers += [nn.Linear(f, width), nn.ReLU(inplace=True), nn.Dropout(p)]
-            f = width
-        self.features = nn.Sequential(*layers)
+        head, f = fc_stack(w4 * side * side, fc, dropout)
+        self.features = nn.Sequential(*layers, nn.Flatten(), *head)
         self.feature_dim = f
         self.classifier = nn.Linear(f, num_classes)
         self.init_args = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size,

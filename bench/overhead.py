@@ -1,17 +1,23 @@
-"""Framework overhead and data-path speed, measured side by side in one run.
+"""Framework overhead, data path and speed switches, measured side by side in one run.
 
-(a) our ClassifierModule + TensorDataModule through the Lightning Trainer, and (b) a minimal
-hand-written PyTorch loop, train the same model on the same batches (same sampler, augmentation,
-normalisation, optimiser, memory layout and seed). Epochs alternate a, b, a, b, ... and the ratio
-of median images/s is reported (target ≥ 0.97). The loader alone (batching + augmentation, no
-model) must run ≥ 10× faster than the training step.
+1. Overhead: (a) our ClassifierModule + TensorDataModule through the Lightning Trainer and (b) a
+   minimal hand-written PyTorch loop train the same model on the same batches (same sampler,
+   augmentation, normalisation, optimiser, memory layout and seed). Epochs alternate a, b, a, b,
+   ... and the ratio of median images/s is reported (target >= 0.97).
+2. Data path, for every model: the loader alone (batching + augmentation + normalisation on the
+   device, at the model's input size) vs the model's training step (target: loader >= 10x faster).
+3. Switches (``--switches``): channels_last, bf16 autocast (``precision: bf16-mixed``) and
+   ``torch.compile`` (``model.compile``), each as a ratio of Lightning images/s to the same run
+   without it. On a GPU, utilisation during the Lightning epochs is sampled with nvidia-smi.
 
-    python bench/overhead.py [--model CNN2] [--images 8192] [--rounds 3]
+    python bench/overhead.py [--device auto] [--model CNN2] [--images 8192] [--rounds 3] [--switches]
 """
 
 import argparse
 import statistics
+import subprocess
 import sys
+import threading
 import time
 
 import lightning as L
@@ -20,81 +26,206 @@ import torch.nn.functional as F
 
 from fer_lightning.data import BatchAugment, SyntheticFacesDataModule
 from fer_lightning.data.base import MEAN, STD
-from fer_lightning.models import CNN1, CNN2, CNN3
+from fer_lightning.models import CNN1, CNN2, CNN3, MultiScaleAttentionCNN, TorchvisionNet, VGG1x1
 from fer_lightning.module import ClassifierModule
+
+# name -> (factory, input side the data module delivers, training batch size)
+MODELS = {
+    "CNN1": (CNN1, 48, 256), "CNN2": (CNN2, 48, 256), "CNN3": (CNN3, 48, 256),
+    "VGG1x1": (VGG1x1, 48, 64),
+    "MultiScaleAttentionCNN": (MultiScaleAttentionCNN, 128, 32),
+    "MobileNetV2@224": (lambda: TorchvisionNet("mobilenet_v2", input_size=224), 48, 32),
+}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 class _EpochTimer(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
+        _sync(pl_module.device)
         self.t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
+        _sync(pl_module.device)
         self.seconds = time.perf_counter() - self.t0
 
 
-def lightning_epoch(model_cls, dm, seed) -> float:
+def lightning_epoch(factory, dm, seed, device, precision="32-true", compile=False, channels_last=True,
+                    epochs=1) -> float:
+    """Seconds of the last of ``epochs`` epochs."""
     torch.manual_seed(seed)
-    module = ClassifierModule(model_cls())
+    module = ClassifierModule(factory(), compile=compile, channels_last=channels_last)
     timer = _EpochTimer()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[timer])
+    trainer = L.Trainer(max_epochs=epochs, accelerator=device.type, devices=1, precision=precision, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(module, datamodule=dm)
     return timer.seconds
 
 
-def plain_epoch(model_cls, dm, seed) -> float:
+def _device_split(dm, device):
+    x, y = dm.split("train")
+    return x.to(device), y.to(device)
+
+
+def plain_epoch(factory, dm, seed, device) -> float:
     torch.manual_seed(seed)
-    net = model_cls().to(memory_format=torch.channels_last)
+    net = factory().to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    augment = dm.augment
+    images, labels = _device_split(dm, device)
     net.train()
+    _sync(device)
     t0 = time.perf_counter()
-    for x, y in dm.train_dataloader():
-        x = augment(x.float().div_(255.0))
+    for idx in dm.train_dataloader().sampler:
+        idx = idx.to(device)
+        x, y = images[idx], labels[idx]
+        x = dm.augment(x.float().div_(255.0))
         x = ((x - MEAN) / STD).contiguous(memory_format=torch.channels_last)
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    _sync(device)
     return time.perf_counter() - t0
 
 
-def loader_epoch(dm) -> float:
+def loader_rate(dm, device, batches=None) -> float:
+    """Images/s of batching + augmentation + normalisation alone."""
+    images, labels = _device_split(dm, device)
+    n = 0
+    _sync(device)
     t0 = time.perf_counter()
-    for x, y in dm.train_dataloader():
-        x = dm.augment(x.float().div_(255.0))
+    for i, idx in enumerate(dm.train_dataloader().sampler):
+        if batches is not None and i >= batches:
+            break
+        idx = idx.to(device)
+        x = dm.augment(images[idx].float().div_(255.0))
         x = (x - MEAN) / STD
-    return time.perf_counter() - t0
+        n += len(idx)
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def step_rate(factory, dm, device, batches: int) -> float:
+    """Images/s of forward + backward + optimiser step on ready (augmented) batches."""
+    net = factory().to(device, memory_format=torch.channels_last).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    images, labels = _device_split(dm, device)
+    idx = torch.arange(dm.batch_size, device=device)
+    x = ((dm.augment(images[idx].float() / 255.0) - MEAN) / STD).contiguous(memory_format=torch.channels_last)
+    y = labels[idx]
+
+    def step():
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        step()
+    _sync(device)
+    return batches * dm.batch_size / (time.perf_counter() - t0)
+
+
+class GPUUtilisation:
+    """Samples nvidia-smi's utilisation.gpu every 0.2 s while in the ``with`` block."""
+
+    def __enter__(self):
+        self.samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.2):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                      "-i", str(torch.cuda.current_device())], capture_output=True, text=True,
+                                     timeout=5).stdout
+                self.samples.append(float(out.strip().splitlines()[0]))
+            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                pass
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self):
+        # the first and last samples straddle Trainer start-up and teardown
+        core = self.samples[1:-1] or self.samples
+        return statistics.mean(core) if core else float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--model", default="CNN2", choices=["CNN1", "CNN2", "CNN3"])
     ap.add_argument("--images", type=int, default=8192)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--step-batches", type=int, default=3, help="batches timed per model in the data-path check")
+    ap.add_argument("--switches", action="store_true", help="also measure channels_last, bf16 and torch.compile")
     args = ap.parse_args(argv)
-    model_cls = {"CNN1": CNN1, "CNN2": CNN2, "CNN3": CNN3}[args.model]
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    factory = MODELS[args.model][0]
     dm = SyntheticFacesDataModule(num_train=args.images, num_val=64, num_test=64,
                                   batch_size=args.batch_size, augment=BatchAugment())
     dm.setup()
-    lightning_epoch(model_cls, dm, 0)  # warm-up (allocator, first-call costs)
-    a, b, loader = [], [], []
+    lightning_epoch(factory, dm, 0, device)  # warm-up (allocator, first-call costs)
+    a, b = [], []
+    util = GPUUtilisation() if device.type == "cuda" else None
     for r in range(args.rounds):
-        a.append(args.images / lightning_epoch(model_cls, dm, r))
-        b.append(args.images / plain_epoch(model_cls, dm, r))
-        loader.append(args.images / loader_epoch(dm))
-        print(f"round {r}: lightning {a[-1]:.0f} img/s, plain loop {b[-1]:.0f} img/s, "
-              f"loader alone {loader[-1]:.0f} img/s", flush=True)
+        if util:
+            with util:
+                a.append(args.images / lightning_epoch(factory, dm, r, device))
+        else:
+            a.append(args.images / lightning_epoch(factory, dm, r, device))
+        b.append(args.images / plain_epoch(factory, dm, r, device))
+        print(f"round {r}: lightning {a[-1]:.0f} img/s, plain loop {b[-1]:.0f} img/s", flush=True)
     ratio = statistics.median(x / y for x, y in zip(a, b))
-    speedup = statistics.median(l / y for l, y in zip(loader, b))
-    print(f"{args.model}, {args.images} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.model}, {args.images} images, batch {args.batch_size}, {name}, "
           f"torch {torch.__version__}, lightning {L.__version__}")
-    ok1, ok2 = ratio >= 0.97, speedup >= 10
-    print(f"framework overhead: lightning/plain images/s = {ratio:.3f} (target >= 0.97) {'PASS' if ok1 else 'FAIL'}")
-    print(f"data path: loader/step images/s = {speedup:.1f}x (target >= 10x) {'PASS' if ok2 else 'FAIL'}")
-    return 0 if ok1 and ok2 else 1
+    results = [ratio >= 0.97]
+    print(f"framework overhead: lightning/plain images/s = {ratio:.3f} (target >= 0.97) {verdict(results[-1])}")
+    if util:
+        results.append(util.mean >= 90)
+        print(f"GPU utilisation during Lightning epochs: {util.mean:.0f} % (target >= 90 %) {verdict(results[-1])}")
+
+    for model, (make, side, batch) in MODELS.items():
+        mdm = SyntheticFacesDataModule(num_train=max(4 * batch, 512), num_val=8, num_test=8, image_size=side,
+                                       batch_size=batch, augment=BatchAugment())
+        mdm.setup()
+        load = loader_rate(mdm, device)
+        step = step_rate(make, mdm, device, args.step_batches)
+        results.append(load >= 10 * step)
+        print(f"data path {model} ({side}x{side}, batch {batch}): loader {load:.0f} img/s, step {step:.0f} img/s, "
+              f"loader/step = {load / step:.1f}x (target >= 10x) {verdict(results[-1])}", flush=True)
+
+    if args.switches:
+        base = args.images / lightning_epoch(factory, dm, 0, device)
+        runs = {"channels_last off (ratio: on/off)": dict(channels_last=False),
+                "bf16 autocast": dict(precision="bf16-mixed"), "torch.compile": dict(compile=True)}
+        for label, kw in runs.items():
+            # torch.compile compiles during the first epoch: time the second one
+            rate = args.images / lightning_epoch(factory, dm, 0, device, epochs=2 if kw.get("compile") else 1, **kw)
+            if "off" in label:
+                print(f"switch {label}: {base / rate:.2f}x", flush=True)
+            else:
+                print(f"switch {label}: {rate / base:.2f}x the images/s without it", flush=True)
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":

@@ -48,12 +48,14 @@ class ClassifierModule(L.LightningModule):
             with both set, each batch uses one of the two at random.
         tta: test-time augmentation of the exported predictions: ``flip`` averages the
             probabilities of each face and its mirror image (``none``: off).
+        compile: run training and evaluation through ``torch.compile(net)`` (the checkpoint still
+            holds the plain net's weights). bf16 autocast is the Trainer's ``precision: bf16-mixed``.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,
                  scheduler: LRSchedulerCallable | None = None, label_smoothing: float = 0.0,
                  channels_last: bool = True, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 tta: str = "none"):
+                 tta: str = "none", compile: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         # Enough to rebuild the net from the checkpoint alone (see checkpoints.load_net).
@@ -73,9 +75,11 @@ class ClassifierModule(L.LightningModule):
         self.test_confusion_matrix = None  # rows = true class, after `trainer.test`
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        # Not a registered submodule: the state dict keeps the plain net's keys.
+        object.__setattr__(self, "_run_net", torch.compile(net) if compile else net)
 
     def forward(self, x):
-        return self.net(self._layout(x))
+        return self._run_net(self._layout(x))
 
     def _layout(self, x):
         if self.channels_last and x.dim() == 4:

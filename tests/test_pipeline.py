@@ -130,3 +130,28 @@ def test_interrupted_training_resumes_from_last_checkpoint_with_identical_result
     for split in ("train", "val", "test"):
         assert resumed[split]["acc"] == straight[split]["acc"]
         assert resumed[split]["confusion"] == straight[split]["confusion"]
+
+
+def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_run(tiny_pipeline, tmp_path):
+    from datetime import datetime
+
+    par, seq = tmp_path / "par", tmp_path / "seq"
+    assert _ran(_run(tiny_pipeline, par, jobs=2)) == sorted(ALL)
+    times = {s: json.loads((par / s / "manifest.json").read_text())["timings"] for s in ("cnn1", "cnn2")}
+    start = {s: datetime.fromisoformat(t["started"]) for s, t in times.items()}
+    end = {s: datetime.fromisoformat(t["finished"]) for s, t in times.items()}
+    assert start["cnn2"] < end["cnn1"] and start["cnn1"] < end["cnn2"]   # they overlapped
+    assert "GPU available" in (par / "cnn1" / "stage.log").read_text()   # the stage's own output
+    # one thread per stage both ways: scheduling does not change a single number
+    assert _ran(_run(tiny_pipeline, seq, jobs=1, threads=1)) == sorted(ALL)
+    for s in ALL:
+        a, b = (json.loads((d / s / "manifest.json").read_text()) for d in (par, seq))
+        assert a["metrics"] == b["metrics"], s
+        assert a["key"] == b["key"], s
+    # a stage failing in its own process: one line naming it and its log; the other stage finishes
+    bad = ["stages.cnn2.params.model.optimizer.init_args.lr=1.0e+30", "trainer.max_epochs=2"]
+    with pytest.raises(UserError, match=r"stage 'cnn2' failed in its own process .*full log: .*cnn2/stage.log"):
+        _run(tiny_pipeline, tmp_path / "fail", bad, jobs=2)
+    assert (tmp_path / "fail" / "cnn1" / "manifest.json").exists()
+    assert not (tmp_path / "fail" / "cnn2" / "manifest.json").exists()
+    assert not (tmp_path / "fail" / "fusion").exists()

@@ -60,17 +60,55 @@ def _votes_csv(path, votes):
     return path
 
 
-def test_ferplus_majority_labels_drop_contempt_unknown_and_non_faces(tmp_path):
-    from fer_lightning.data.fer2013 import read_ferplus_majority
+def test_ferplus_majority_and_soft_labels_drop_contempt_unknown_and_non_faces(tmp_path):
+    from fer_lightning.data.fer2013 import read_ferplus
 
-    votes = [[6, 4, 0, 0, 0, 0, 0, 0, 0, 0],   # neutral
-             [0, 0, 0, 0, 7, 3, 0, 0, 0, 0],   # anger -> angry
+    votes = [[6, 4, 0, 0, 0, 0, 0, 0, 0, 0],   # neutral (6/10), happiness (4/10)
+             [0, 0, 0, 0, 7, 2, 0, 0, 1, 0],   # anger -> angry; the unknown vote leaves the distribution
              [0, 0, 0, 0, 0, 0, 0, 6, 4, 0],   # contempt: dropped
              [0, 0, 0, 0, 0, 0, 0, 0, 2, 8]]   # not a face: dropped
-    labels, keep = read_ferplus_majority(_votes_csv(tmp_path / "v.csv", votes), 4)
+    labels, soft, keep = read_ferplus(_votes_csv(tmp_path / "v.csv", votes), 4)
     assert keep.tolist() == [True, True, False, False] and labels[:2].tolist() == [6, 0]
+    # our class order: angry, disgust, fear, happy, sad, surprise, neutral
+    np.testing.assert_allclose(soft[0], [0, 0, 0, 0.4, 0, 0, 0.6])
+    np.testing.assert_allclose(soft[1], [7 / 9, 2 / 9, 0, 0, 0, 0, 0], rtol=1e-6)
     with pytest.raises(UserError, match="row-aligned"):
-        read_ferplus_majority(tmp_path / "v.csv", 5)
+        read_ferplus(tmp_path / "v.csv", 5)
+    (tmp_path / "bad.csv").write_text((tmp_path / "v.csv").read_text().replace(",7,", ",x,"))
+    with pytest.raises(UserError, match="bad.csv, line 3"):
+        read_ferplus(tmp_path / "bad.csv", 4)
+
+
+def test_ferplus_soft_labels_train_on_distributions_and_score_on_majority(tmp_path):
+    import lightning as L
+
+    from fer_lightning.data import FER2013DataModule
+    from fer_lightning.models import CNN2
+    from fer_lightning.module import ClassifierModule
+
+    rng = np.random.default_rng(0)
+    usage = [u for u, n in (("Training", 40), ("PublicTest", 14), ("PrivateTest", 14)) for _ in range(n)]
+    rows = [(i % 7, rng.integers(0, 256, 48 * 48), u) for i, u in enumerate(usage)]
+    votes = [[int(v) for v in rng.multinomial(10, [0.12] * 7 + [0.02, 0.01, 0.01])] for _ in rows]
+    for v in votes:
+        v[0] += 5   # neutral always wins: no row is dropped
+    csv_path = write_fer_csv(tmp_path / "fer.csv", rows)
+    votes_path = _votes_csv(tmp_path / "votes.csv", votes)
+    dm = FER2013DataModule(str(csv_path), ferplus_csv=str(votes_path), ferplus_labels="soft", batch_size=8,
+                           val_fraction=0.2, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert y.dtype == torch.float32 and y.shape == (8, 7)
+    torch.testing.assert_close(y.sum(1), torch.ones(8))
+    assert dm.split("val")[1].dtype == torch.int64 and (dm.split("val")[1] == 6).all()  # majority: neutral
+    module = ClassifierModule(CNN2(widths=[4, 4, 8, 8], fc=[8]))
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert trainer.callback_metrics["val/acc"] >= 0
+    with pytest.raises(UserError, match="ferplus_labels: soft needs data.ferplus_csv"):
+        FER2013DataModule(str(csv_path), ferplus_labels="soft")
 
 
 TINY = """

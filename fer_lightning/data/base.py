@@ -30,7 +30,7 @@ class _IndexedTensors(Dataset):
         return len(self.labels)
 
     def __getitem__(self, idx):
-        idx = torch.as_tensor(idx)
+        idx = torch.as_tensor(idx, device=self.images.device)
         return self.images[idx], self.labels[idx]
 
 
@@ -100,7 +100,15 @@ class TensorDataModule(L.LightningDataModule):
         return self.splits[name]
 
     def _loader(self, name: str, train: bool) -> DataLoader:
-        ds = _IndexedTensors(*self.split(name))
+        return self.loader(*self.split(name), train=train)
+
+    def loader(self, images: torch.Tensor, labels: torch.Tensor, train: bool) -> DataLoader:
+        """Batches of ``(images, labels)``: shuffled training batches or sequential ones. When
+        training on a GPU the whole split moves there once, so batches are sliced on the device."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is not None and device.type == "cuda":
+            images, labels = images.to(device), labels.to(device)
+        ds = _IndexedTensors(images, labels)
         if train:
             sampler = ShuffledBatches(len(ds), self.batch_size, self.seed)
         else:

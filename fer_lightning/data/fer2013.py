@@ -115,10 +115,11 @@ FERPLUS_TO_FER = {"neutral": "neutral", "happiness": "happy", "surprise": "surpr
                   "anger": "angry", "disgust": "disgust", "fear": "fear"}
 
 
-def read_ferplus_majority(path, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """FER+ majority-vote labels (FER2013 class indices) and a keep-mask, row-aligned with
-    fer2013.csv. Rows whose top vote is contempt (not one of the 7 classes), unknown or NF (not a
-    face) are dropped, as in the FER+ protocol."""
+def read_ferplus(path, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FER+ labels row-aligned with fer2013.csv: the majority-vote class (FER2013 class indices),
+    the vote distribution over the 7 classes (``[N, 7]``, rows sum to 1) and a keep-mask. Rows
+    whose top vote is contempt (not one of the 7 classes), unknown or NF (not a face) are dropped,
+    as in the FER+ protocol; the remaining rows' contempt/unknown votes leave the distribution."""
     import csv
 
     from fer_lightning import CLASS_NAMES
@@ -133,17 +134,24 @@ def read_ferplus_majority(path, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         if missing:
             raise UserError(f"{path}: not a FER+ votes file: no column(s) {', '.join(missing)}")
         cols = [header.index(c) for c in FERPLUS_COLUMNS]
-        try:
-            votes = np.array([[float(row[i]) for i in cols] for row in reader], dtype=np.float32)
-        except (ValueError, IndexError):
-            raise UserError(f"{path}: a row has missing or non-numeric vote counts")
+        votes = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                votes.append([float(row[i]) for i in cols])
+            except (ValueError, IndexError):
+                raise UserError(f"{path}, line {line}: missing or non-numeric vote counts") from None
+    votes = np.array(votes, dtype=np.float32).reshape(-1, len(FERPLUS_COLUMNS))
     if len(votes) != n_rows:
         raise UserError(f"{path}: {len(votes)} rows, but the FER2013 CSV has {n_rows}: the FER+ file must be "
                         f"row-aligned with it")
     top = votes.argmax(1)
     keep = top < FERPLUS_COLUMNS.index("contempt")
+    order = [FERPLUS_COLUMNS.index(next(k for k, v in FERPLUS_TO_FER.items() if v == c)) for c in CLASS_NAMES]
+    seven = votes[:, order]  # columns in our class order
+    soft = np.divide(seven, seven.sum(1, keepdims=True), out=np.zeros_like(seven),
+                     where=seven.sum(1, keepdims=True) > 0)
     mapping = np.array([CLASS_NAMES.index(FERPLUS_TO_FER[c]) for c in FERPLUS_COLUMNS[:7]])
-    return mapping[np.minimum(top, 6)], keep
+    return mapping[np.minimum(top, 6)], soft, keep
 
 
 class FER2013DataModule(TensorDataModule):
@@ -162,13 +170,17 @@ class FER2013DataModule(TensorDataModule):
         cache_dir: where the parsed tensor cache goes (default ``~/.cache/fer_lightning``).
         ferplus_csv: FER+ votes (``fer2013new.csv``, row-aligned): train and score on the FER+
             majority-vote labels instead of the original ones, dropping contempt/unknown/not-a-face.
+        ferplus_labels: with ``ferplus_csv``: ``majority`` trains on the majority vote; ``soft``
+            trains on the vote distribution (cross-entropy against it, FER+'s "CEL" scheme).
+            Validation and test are always scored against the majority vote.
     """
 
     eval_splits = ("train", "val", "test", "public_test", "private_test")
 
     def __init__(self, csv_path: str, val_split: str = "holdout", val_fraction: float = 0.1,
                  cache_dir: str | None = None, batch_size: int = 256, eval_batch_size: int = 1024,
-                 augment: BatchAugment | None = None, seed: int = 0, ferplus_csv: str | None = None):
+                 augment: BatchAugment | None = None, seed: int = 0, ferplus_csv: str | None = None,
+                 ferplus_labels: str = "majority"):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
                          seed=seed)
         if val_split not in ("holdout", "PublicTest"):
@@ -178,14 +190,22 @@ class FER2013DataModule(TensorDataModule):
         self.csv_path, self.val_split, self.val_fraction = csv_path, val_split, val_fraction
         self.cache_dir = cache_dir
         self.ferplus_csv = ferplus_csv
+        if ferplus_labels not in ("majority", "soft"):
+            raise UserError(f"data.ferplus_labels: '{ferplus_labels}' is not one of majority, soft")
+        if ferplus_labels == "soft" and not ferplus_csv:
+            raise UserError("data.ferplus_labels: soft needs data.ferplus_csv (the FER+ votes file)")
+        self.ferplus_labels = ferplus_labels
+        self.train_targets = None  # soft labels: the training split's vote distributions
 
     def load_splits(self):
         d = load_fer2013(self.csv_path, self.cache_dir)
         images, labels, usage = d["images"], d["labels"], d["usage"]
+        soft = None
         if self.ferplus_csv:
-            plus, keep = read_ferplus_majority(self.ferplus_csv, len(labels))
+            plus, soft, keep = read_ferplus(self.ferplus_csv, len(labels))
             keep = torch.from_numpy(keep)
             images, labels, usage = images[keep], torch.from_numpy(plus)[keep], usage[keep]
+            soft = torch.from_numpy(soft)[keep]
 
         def pick(mask):
             idx = mask.nonzero().flatten()
@@ -195,12 +215,21 @@ class FER2013DataModule(TensorDataModule):
         for name, (_, y) in zip(USAGES, (train, public, private)):
             if len(y) == 0:
                 raise UserError(f"{self.csv_path}: no rows with Usage '{name}'")
+        train_soft = soft[usage == 0] if soft is not None else None
         if self.val_split == "holdout":
             keep, held = stratified_split(train[1], self.val_fraction, self.seed)
             val = (train[0][held], train[1][held])
             train = (train[0][keep], train[1][keep])
+            train_soft = train_soft[keep] if train_soft is not None else None
         else:
             val = public
+        if self.ferplus_labels == "soft":
+            self.train_targets = train_soft
         test = (torch.cat([public[0], private[0]]), torch.cat([public[1], private[1]]))
         return {"train": train, "val": val, "test": test, "public_test": public,
                 "private_test": private}
+
+    def train_dataloader(self):
+        if self.train_targets is None:
+            return super().train_dataloader()
+        return self.loader(self.split("train")[0], self.train_targets, train=True)

@@ -22,7 +22,10 @@ def pipeline_main(argv) -> int:
     ap.add_argument("--from", dest="from_stage", metavar="STAGE",
                     help="re-run this stage and everything downstream of it")
     ap.add_argument("--force", action="store_true", help="re-run every stage")
-    ap.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    ap.add_argument("--jobs", help="independent stages run at once: 'auto' (default: one per GPU, "
+                    "or one per CPU core up to the DAG's width) or a number; 1 = one after the other")
+    ap.add_argument("--threads", type=int, help="torch CPU threads per stage (default: the cores "
+                    "divided among the stages that run at once)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -31,5 +34,5 @@ def pipeline_main(argv) -> int:
     pipe = load_pipeline(args.file, sets=args.set, data=args.data)
     out = args.out or os.path.join("runs", pipe.name)
     run_pipeline(pipe, out, only=args.only, from_stage=args.from_stage, force=args.force,
-                 dry_run=args.action == "plan")
+                 dry_run=args.action == "plan", jobs=args.jobs or pipe.jobs or "auto", threads=args.threads)
     return 0

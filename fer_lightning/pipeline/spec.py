@@ -5,6 +5,7 @@
     data: {class_path: ..., init_args: {...}}   # shared by every training stage
     trainer: {max_epochs: 40, ...}              # shared by every training stage
     seed: 0
+    jobs: auto                # independent stages at once: auto (from the devices) or a number
     stages:
       cnn1:
         kind: train
@@ -37,7 +38,7 @@ import yaml
 from fer_lightning.config import deep_merge, load_yaml, set_dotted
 from fer_lightning.errors import UserError
 
-TOP_KEYS = {"name", "base", "data", "trainer", "seed", "stages", "description"}
+TOP_KEYS = {"name", "base", "data", "trainer", "seed", "stages", "description", "jobs"}
 STAGE_KEYS = {"kind", "config", "params", "inputs", "foreach"}
 
 
@@ -55,6 +56,7 @@ class Pipeline:
     name: str
     path: Path
     stages: dict                    # name -> Stage, in topological order
+    jobs: object = None             # stages at once: "auto" or a number (None: the runner's default)
 
 
 def _load_with_base(path: Path, seen=()) -> dict:
@@ -196,7 +198,7 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
                     deps.append(up)
             copy_name = name if key is None else f"{name}@{value}"
             stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps)
-    return Pipeline(doc.get("name") or path.stem, path, _toposort(stages, path))
+    return Pipeline(doc.get("name") or path.stem, path, _toposort(stages, path), doc.get("jobs"))
 
 
 def _foreach(spec, where: str):

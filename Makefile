@@ -1,7 +1,8 @@
 # make install   create .venv and install fer_lightning with its pinned dependencies
 # make pipeline  run the paper-000 DAG on the embedded synthetic faces (or DATA=fer2013.csv.gz)
 # make test      the test suite
-# make bench     framework-overhead and data-path benchmark (ratios measured in one run)
+# make bench     performance figures with targets and PASS/FAIL: overhead, data path, switches,
+#                concurrent stages, cache, probes, growth (DATA=fer2013.csv.gz for real data)
 # make soak      kill -9 crash soak of a pipeline (10 trials)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -26,7 +27,12 @@ test:
 	$(PY) -m pytest -q
 
 bench:
-	$(PY) bench/overhead.py
+	status=0; \
+	$(PY) bench/overhead.py --switches || status=1; \
+	$(PY) bench/concurrency.py || status=1; \
+	$(PY) bench/probes.py $(FEATURES) || status=1; \
+	$(PY) bench/growth.py $(if $(DATA),--data $(DATA)) || status=1; \
+	exit $$status
 
 soak:
 	$(PY) bench/soak_kill.py --trials 10

@@ -36,3 +36,19 @@ def test_score_matches_hand_computed_metrics():
     assert m["precision"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert m["recall"] == pytest.approx((1 + 0.5 + 1) / 3)
     assert m["confusion"] == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_probe_fits_with_an_optional_pca_step(tmp_path):
+    from stages.probe import _fit_and_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 400)
+    x = rng.normal(size=(400, 20)).astype(np.float32)
+    x[:, :7] += 4 * np.eye(7)[y]            # the class lives in 7 of 20 dimensions
+    np.savez(tmp_path / "f.npz", train_features=x[:300], train_labels=y[:300],
+             test_features=x[300:], test_labels=y[300:])
+    spec = {"class_path": "sklearn.svm.LinearSVC", "init_args": {"C": 0.1}, "pca": 8}
+    out = _fit_and_score(spec, "probe.svm", str(tmp_path / "f.npz"), "train", None)
+    assert list(out) == ["test"] and out["test"]["acc"] > 0.9
+    one = _fit_and_score({**spec, "pca": 1}, "probe.svm", str(tmp_path / "f.npz"), "train", None)
+    assert one["test"]["acc"] < out["test"]["acc"]   # one component cannot separate 7 classes

@@ -9,32 +9,16 @@ the cached re-run time (target <= 5 s).
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, run_pipeline_cli, stage_seconds
 
 
 def run(pipeline: str, out: Path, jobs: str, sets: list[str]) -> float:
-    cmd = [sys.executable, "-m", "fer_lightning", "pipeline", "run", pipeline, "--out", str(out), "--jobs", jobs]
-    for s in sets:
-        cmd += ["--set", s]
-    env = {**os.environ, "FER_WANDB": "off", "OMP_WAIT_POLICY": "PASSIVE"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return seconds
-
-
-def stage_seconds(out: Path) -> dict:
-    return {m.parent.name: json.loads(m.read_text())["timings"]["seconds"] for m in sorted(out.glob("*/manifest.json"))}
+    return run_pipeline_cli(pipeline, out, ["--jobs", jobs] + [f"--set={s}" for s in sets])
 
 
 def main(argv=None) -> int:

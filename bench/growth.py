@@ -15,15 +15,13 @@ import argparse
 import gzip
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, run_pipeline_cli, stage_seconds
 PIPELINE = ROOT / "configs/pipelines/fer2013_fusion.yaml"
 MODEL_CONFIGS = [ROOT / f"configs/models/cnn{i}.yaml" for i in (1, 2, 3)]
 
@@ -54,8 +52,9 @@ def models_pipeline(n: int, data: dict, epochs: int, dst: Path) -> Path:
         stages[f"m{i + 1}"] = {"kind": "train", "config": str(MODEL_CONFIGS[i % 3]),
                                "params": {"seed_everything": i // 3}}
     names = list(stages)
-    stages["score_fusion"] = {"kind": "score_fusion", "inputs": {"members": [f"{m}.probs" for m in names]},
-                              "params": {"methods": ["mean"]}}
+    if n > 1:  # score fusion needs two members
+        stages["score_fusion"] = {"kind": "score_fusion", "inputs": {"members": [f"{m}.probs" for m in names]},
+                                  "params": {"methods": ["mean"]}}
     stages["probe"] = {"kind": "probe", "inputs": {"features": {m: f"{m}.features" for m in names}}}
     dst.write_text(yaml.safe_dump({"name": f"growth_{n}_models", "seed": 0, "data": data,
                                    "trainer": {"max_epochs": epochs, "accelerator": "auto", "devices": 1,
@@ -65,24 +64,16 @@ def models_pipeline(n: int, data: dict, epochs: int, dst: Path) -> Path:
 
 
 def run(pipeline: Path, out: Path, args: list[str]) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipeline), "--out", str(out), *args]
-    env = {**os.environ, "FER_WANDB": "off", "OMP_WAIT_POLICY": "PASSIVE"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    stages = {m.parent.name: json.loads(m.read_text())["timings"]["seconds"] for m in sorted(out.glob("*/manifest.json"))}
-    return wall, stages
+    return run_pipeline_cli(pipeline, out, args), stage_seconds(out)
 
 
 def table(title: str, label: str, results: dict):
-    stages = list(next(iter(results.values()))[1])
+    stages = list(dict.fromkeys(s for _, st in results.values() for s in st))  # union, first-seen order
     base = next(iter(results.values()))[0]
     print(f"\n{title}\n| {label} | wall s | x of first | " + " | ".join(stages) + " |")
     print("|---" * (len(stages) + 3) + "|")
     for k, (wall, st) in results.items():
-        print(f"| {k} | {wall:.0f} | {wall / base:.2f} | " + " | ".join(f"{st.get(s, 0):.0f}" for s in stages) + " |")
+        print(f"| {k} | {wall:.0f} | {wall / base:.2f} | " + " | ".join(f"{st[s]:.0f}" if s in st else "-" for s in stages) + " |")
 
 
 def main(argv=None) -> int:
@@ -90,8 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", help="FER2013 .csv/.csv.gz (default: synthetic faces)")
     ap.add_argument("--rows", type=int, default=5000, help="rows of FER2013 at 1x (0: all)")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--models", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--scales", type=int, nargs="*", default=[1, 2, 4])
+    ap.add_argument("--models", type=int, nargs="*", default=[1, 2, 4])
     ap.add_argument("--jobs", default="auto")
     args = ap.parse_args(argv)
     common = ["--set", f"trainer.max_epochs={args.epochs}", "--jobs", args.jobs]
@@ -113,17 +104,19 @@ def main(argv=None) -> int:
         for scale in args.scales:
             sets = [f"--set=data={json.dumps(data_for(scale))}", "--set=stages.report.params.splits=[test]"]
             sizes[f"{scale}x"] = run(PIPELINE, tmp / f"size{scale}", common + sets)
-            print(f"{scale}x data: {sizes[f'{scale}x'][0]:.0f}s", flush=True)
+            print(f"{scale}x data: {sizes[f'{scale}x'][0]:.0f}s, stages {sizes[f'{scale}x'][1]}", flush=True)
         models = {}
         for n in args.models:
             p = models_pipeline(n, data_for(1), args.epochs, tmp / f"models{n}.yaml")
             models[str(n)] = run(p, tmp / f"models{n}", ["--jobs", args.jobs])
-            print(f"{n} base models: {models[str(n)][0]:.0f}s", flush=True)
+            print(f"{n} base models: {models[str(n)][0]:.0f}s, stages {models[str(n)][1]}", flush=True)
     src = f"FER2013 slice of {args.rows or 'all'} rows" if args.data else f"synthetic faces, {args.rows or 35719} at 1x"
     print(f"\n{src}, {args.epochs} epoch(s), jobs {args.jobs}, {len(os.sched_getaffinity(0))} cores")
-    table("Pipeline time vs dataset size (paper-000 DAG), stage seconds", "data", sizes)
-    table("Pipeline time vs number of base models (train + mean score fusion + probes), stage seconds",
-          "models", models)
+    if sizes:
+        table("Pipeline time vs dataset size (paper-000 DAG), stage seconds", "data", sizes)
+    if models:
+        table("Pipeline time vs number of base models (train + mean score fusion + probes), stage seconds",
+              "models", models)
     return 0
 
 

@@ -17,11 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 FER_SCRIPT = """
 import sys, pathlib, cv2
-from fer import FER
+from fer.fer import FER  # fer 25.x: the class lives in fer.fer
 det = FER(mtcnn=False)
 faces = 0
 for p in sorted(pathlib.Path(sys.argv[1]).iterdir()):

@@ -44,7 +44,7 @@ def test_probe_fits_with_an_optional_pca_step(tmp_path):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 7, 400)
     x = rng.normal(size=(400, 20)).astype(np.float32)
-    x[:, :7] += 4 * np.eye(7)[y]            # the class lives in 7 of 20 dimensions
+    x[:, :7] += 8 * np.eye(7)[y]            # the class lives in 7 of 20 dimensions
     np.savez(tmp_path / "f.npz", train_features=x[:300], train_labels=y[:300],
              test_features=x[300:], test_labels=y[300:])
     spec = {"class_path": "sklearn.svm.LinearSVC", "init_args": {"C": 0.1}, "pca": 8}

@@ -48,13 +48,13 @@ def face_detector():
     return cascade
 
 
-def detect_faces(grey: np.ndarray, cascade, min_face: int = 30) -> list[tuple[int, int, int, int]]:
+def detect_faces(grey: np.ndarray, cascade, min_face: int = 50) -> list[tuple[int, int, int, int]]:
     boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_face, min_face))
     return sorted((int(x), int(y), int(w), int(h)) for x, y, w, h in (boxes if len(boxes) else []))
 
 
 def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = "mean", tta: str = "none",
-                   min_face: int = 30, annotate: bool = True, device: str = "cpu") -> list[dict]:
+                   min_face: int = 50, annotate: bool = True, device: str = "cpu") -> list[dict]:
     import cv2
     import torch
 
@@ -130,7 +130,7 @@ def main(argv) -> int:
     ap.add_argument("--model", action="append", required=True, help="a model.ckpt (repeat for an ensemble)")
     ap.add_argument("--fusion", default="mean", choices=["mean", "max"])
     ap.add_argument("--tta", default="none", choices=["none", "flip"])
-    ap.add_argument("--min-face", type=int, default=30, help="smallest face side in pixels")
+    ap.add_argument("--min-face", type=int, default=50, help="smallest face side in pixels")
     ap.add_argument("--no-annotate", action="store_true", help="skip the annotated copies")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="runs/predict")

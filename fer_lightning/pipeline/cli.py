@@ -27,10 +27,6 @@ def pipeline_main(argv) -> int:
     ap.add_argument("--threads", type=int, help="torch CPU threads per stage (default: the cores "
                     "divided among the stages that run at once)")
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.file, sets=args.set, data=args.data)
     out = args.out or os.path.join("runs", pipe.name)
     run_pipeline(pipe, out, only=args.only, from_stage=args.from_stage, force=args.force,

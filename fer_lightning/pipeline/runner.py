@@ -390,12 +390,11 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 metrics = _execute_in_process_or_child(ctx, _needs_own_process(pipe.stages[ctx.name]))
             finish(ctx, metrics, t0)
 
-        slots, per_stage = ([{}], threads) if dry_run or jobs in (1, "1") else (None, threads)
-        if slots:
+        if dry_run or str(jobs) == "1":
             for name in pipe.stages:
                 ctx = prepare(name)
                 if ctx is not None:
-                    run_here(ctx, per_stage)
+                    run_here(ctx, threads)
         else:
             _run_concurrently(pipe, prepare, finish, run_here, jobs, threads, log)
         if not dry_run:
@@ -416,8 +415,8 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
                                    if not any(d in pending or d in running for d in pipe.stages[n].deps)]
         progressed = False
         for name in ready:
-            exclusive = _needs_own_process(pipe.stages[name])  # multi-process DDP: all devices
-            if (running and exclusive) or any(_needs_own_process(pipe.stages[r]) for r in running):
+            exclusive = _needs_own_process(pipe.stages[name])  # multi-process DDP: all devices, alone
+            if running and exclusive:
                 continue
             if slots is not None and not free:
                 break

@@ -24,8 +24,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from fer_lightning import MEAN, STD
 from fer_lightning.data import BatchAugment, SyntheticFacesDataModule
-from fer_lightning.data.base import MEAN, STD
 from fer_lightning.models import CNN1, CNN2, CNN3, MultiScaleAttentionCNN, TorchvisionNet, VGG1x1
 from fer_lightning.module import ClassifierModule
 

@@ -4,3 +4,8 @@ __version__ = "0.1.0"
 
 # The FER2013 label order (0=Angry ... 6=Neutral). Every dataset in the product maps onto it.
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+# Grey-level statistics of FER2013 Training (mean 129.4, std 65.0 on 0..255); close enough for any
+# face dataset, and fixed so that a model does not depend on the split it was trained on. Kept here
+# (not in fer_lightning.data) so that `predict` and `evaluate` need not import Lightning.
+MEAN, STD = 0.507, 0.255

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fer_lightning import CLASS_NAMES
+from fer_lightning import CLASS_NAMES, MEAN, STD
 from fer_lightning.artifacts import atomic_write_json, atomic_write_text
-from fer_lightning.data.base import MEAN, STD
 from fer_lightning.ensemble import fuse_scores
 from fer_lightning.errors import UserError
 

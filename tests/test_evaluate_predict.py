@@ -135,3 +135,21 @@ def test_predict_on_photos_with_and_without_faces(trained, tmp_path):
     probs = [float(face[f"p_{c}"]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]
     assert abs(sum(probs) - 1) < 1e-3 and 150 < int(face["x"]) < 200   # the astronaut's face box
     assert (out / "annotated/astronaut.jpg").stat().st_size > 10_000
+
+
+def test_predict_in_parallel_gives_the_rows_of_one_worker(trained, tmp_path):
+    """Photos are scanned on several threads (a cascade each); rows keep the files' order."""
+    import imageio.v3 as iio
+    import skimage.data
+
+    from fer_lightning.photos import predict_photos
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    face, no_face = skimage.data.astronaut(), skimage.data.coffee()
+    for i in range(8):
+        iio.imwrite(photos / f"p{i}.jpg", (face if i % 3 else no_face)[::1 + i % 2, ::1 + i % 2])
+    one = predict_photos([trained["vgg"]], [photos], tmp_path / "one", annotate=False, workers=1)
+    many = predict_photos([trained["vgg"]], [photos], tmp_path / "many", annotate=False, workers=3)
+    assert one == many and [r["label"] for r in one].count("no_face") == 3
+    assert (tmp_path / "one/predictions.csv").read_bytes() == (tmp_path / "many/predictions.csv").read_bytes()

@@ -11,13 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
-from fer_lightning import CLASS_NAMES
+from fer_lightning import CLASS_NAMES, MEAN, STD
 from fer_lightning.data.augment import BatchAugment
 from fer_lightning.errors import UserError
-
-# Grey level statistics of FER2013 Training (mean 129.4, std 65.0 on 0..255); close enough for
-# any face dataset, and fixed so that a model does not depend on the split it was trained on.
-MEAN, STD = 0.507, 0.255
 
 
 class _IndexedTensors(Dataset):

@@ -1,7 +1,7 @@
 """torchvision backbones (EfficientNet, MobileNet) as FER classifiers — papers 003 and 001.
 
 The grey faces arrive as ``[B, 1, h, w]`` batches normalised with the dataset statistics
-(``data.base.MEAN``/``STD``). On the device, in the batch, the net resizes them to ``input_size``,
+(``fer_lightning.MEAN``/``STD``). On the device, in the batch, the net resizes them to ``input_size``,
 repeats the grey channel three times and renormalises with ImageNet statistics, so that local
 ImageNet weights see the input they were trained on. Then: the backbone's ``features``, global
 average pooling (``pooled``), the head (``Linear → ReLU → Dropout`` per width; paper 003: 4096,
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_lightning.data.base import MEAN, STD
+from fer_lightning import MEAN, STD
 from fer_lightning.errors import UserError
 from fer_lightning.models.cnn import fc_stack
 

@@ -3,7 +3,7 @@ folder, or a folder of class folders (class names mapped with common synonyms). 
 models cannot predict (``contempt``, ...) are counted and reported, and left out of the scores.
 
     fer-lightning evaluate --model runs/x/cnn1/model.ckpt [--model ...] --data PATH [--split test]
-                           [--fusion mean|max] [--tta flip] --out DIR
+                           [--fusion mean|max] [--tta flip|crops|flip_crops] --out DIR
 """
 
 import argparse
@@ -17,6 +17,7 @@ from fer_lightning import CLASS_NAMES, MEAN, STD
 from fer_lightning.artifacts import atomic_write_json, atomic_write_text
 from fer_lightning.ensemble import fuse_scores
 from fer_lightning.errors import UserError
+from fer_lightning.tta import TTA_MODES, check_tta, tta_probs
 
 
 def model_image_size(net) -> int:
@@ -34,10 +35,12 @@ def model_image_size(net) -> int:
 def predict_probs(nets, images: torch.Tensor, fusion: str = "mean", tta: str = "none",
                   batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """Class probabilities ``[N, C]`` of uint8 faces ``[N, 1, H, W]``: each net sees the faces at
-    its own size; ``tta: flip`` averages each net's probabilities over the face and its mirror;
-    several nets are fused with ``fusion`` (``mean`` or ``max``, as the score_fusion stage)."""
-    if tta not in ("none", "flip"):
-        raise UserError(f"tta: '{tta}' (expected none or flip)")
+    its own size; ``tta`` (``fer_lightning.tta``: flip, crops, flip_crops) averages each net's
+    probabilities over views of each face; several nets are fused with ``fusion`` (``mean`` or ``max``, as the score_fusion stage)."""
+    try:
+        check_tta(tta)
+    except ValueError as e:
+        raise UserError(str(e))
     per_net = []
     for net in nets:
         net.eval().to(device)
@@ -47,9 +50,7 @@ def predict_probs(nets, images: torch.Tensor, fusion: str = "mean", tta: str = "
             if x.shape[-1] != size or x.shape[-2] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             x = (x - MEAN) / STD
-            p = net(x).softmax(-1)
-            if tta == "flip":
-                p = (p + net(x.flip(-1)).softmax(-1)) / 2
+            p = tta_probs(net, x, tta)
             out.append(p.float().cpu())
         per_net.append(torch.cat(out).numpy())
     return per_net[0] if len(per_net) == 1 else fuse_scores(per_net, fusion)
@@ -130,7 +131,7 @@ def main(argv) -> int:
     ap.add_argument("--data", required=True, help="FER2013 .csv/.csv.gz, a JAFFE folder or an image folder")
     ap.add_argument("--split", help="FER2013 split: test, public_test, private_test, train, val (default test)")
     ap.add_argument("--fusion", default="mean", choices=["mean", "max"], help="score fusion of several models")
-    ap.add_argument("--tta", default="none", choices=["none", "flip"], help="test-time augmentation")
+    ap.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="runs/evaluate", help="output directory")
     a = ap.parse_args(argv)

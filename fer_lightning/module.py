@@ -12,6 +12,7 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusion
                                          MulticlassF1Score, MulticlassPrecision, MulticlassRecall)
 
 from fer_lightning.checkpoints import net_spec
+from fer_lightning.tta import check_tta, tta_probs
 
 
 def collate_predictions(outputs) -> dict:
@@ -46,8 +47,9 @@ class ClassifierModule(L.LightningModule):
         mixup_alpha / cutmix_alpha: > 0 mixes pairs of training images (whole images: mixup;
             a pasted rectangle: cutmix) with a Beta(α, α) share, and their losses in that share;
             with both set, each batch uses one of the two at random.
-        tta: test-time augmentation of the exported predictions: ``flip`` averages the
-            probabilities of each face and its mirror image (``none``: off).
+        tta: test-time augmentation of the exported predictions (``fer_lightning.tta``):
+            ``none``, ``flip`` (the face and its mirror), ``crops`` (five shifted crops) or
+            ``flip_crops`` (ten).
         compile: run training and evaluation through ``torch.compile(net)`` (the checkpoint still
             holds the plain net's weights). bf16 autocast is the Trainer's ``precision: bf16-mixed``.
     """
@@ -65,9 +67,7 @@ class ClassifierModule(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
-        if tta not in ("none", "flip"):
-            raise ValueError(f"tta: '{tta}' (expected none or flip)")
-        self.tta = tta
+        self.tta = check_tta(tta)
         n = net.classifier.out_features
         self.val_metrics = classification_metrics(n).clone(prefix="val/")
         self.test_metrics = classification_metrics(n).clone(prefix="test/")
@@ -167,9 +167,7 @@ class ClassifierModule(L.LightningModule):
             feats = self.net.head(extra["pooled"])
         else:
             feats = self.net.features(x)
-        probs = self.net.classifier(feats).softmax(-1)
-        if self.tta == "flip":
-            probs = (probs + self.net(x.flip(-1)).softmax(-1)) / 2
+        probs = tta_probs(self.net, x, self.tta, self.net.classifier(feats).softmax(-1))
         return {"probs": probs, "features": feats, "labels": y, **extra}
 
     def configure_optimizers(self):

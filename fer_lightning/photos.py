@@ -158,11 +158,13 @@ def annotate_photo(image: np.ndarray, faces: list[dict], path: Path):
 def main(argv) -> int:
     import torch
 
+    from fer_lightning.tta import TTA_MODES
+
     ap = argparse.ArgumentParser(prog="fer-lightning predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="photos and/or folders of photos")
     ap.add_argument("--model", action="append", required=True, help="a model.ckpt (repeat for an ensemble)")
     ap.add_argument("--fusion", default="mean", choices=["mean", "max"])
-    ap.add_argument("--tta", default="none", choices=["none", "flip"])
+    ap.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     ap.add_argument("--min-face", type=int, default=50, help="smallest face side in pixels")
     ap.add_argument("--no-annotate", action="store_true", help="skip the annotated copies")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -40,6 +40,30 @@ def test_mixing_keeps_shapes_and_reports_the_share(mixup, cutmix):
     assert not torch.equal(mixed, x) or lam == 1.0
 
 
+def test_tta_views_are_flips_and_five_crops_of_the_black_padded_face():
+    from torchvision.transforms.v2.functional import five_crop
+
+    from fer_lightning import MEAN, STD
+    from fer_lightning.tta import check_tta, tta_probs
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7))   # sees every pixel
+    x = torch.randn(5, 1, 48, 48)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4), value=-MEAN / STD)
+    views = [x, *five_crop(padded, [48, 48])[:4]]                  # the face + its 4 corner crops
+    views += [v.flip(-1) for v in views]
+    expected = torch.stack([net(v).softmax(-1) for v in views]).mean(0)
+    with torch.no_grad():
+        assert torch.allclose(tta_probs(net, x, "flip_crops"), expected, atol=1e-6)
+        five = torch.stack([net(v).softmax(-1) for v in views[:5]]).mean(0)
+        assert torch.allclose(tta_probs(net, x, "crops"), five, atol=1e-6)
+        mirror = torch.cat([x[..., :24], x[..., :24].flip(-1)], -1)  # symmetric faces: flip changes nothing
+        assert torch.allclose(tta_probs(net, mirror, "flip"), tta_probs(net, mirror, "none"), atol=1e-6)
+        assert not torch.allclose(tta_probs(net, x, "crops"), tta_probs(net, x, "none"), atol=1e-3)
+    with pytest.raises(ValueError, match="tta: 'ten_crop'"):
+        check_tta("ten_crop")
+
+
 def test_weighted_fusion_trusts_the_better_member():
     from stages.score_fusion import fit_weights, fuse_scores
 

@@ -25,3 +25,16 @@ def run_pipeline_cli(pipeline, out: Path, args: list[str]) -> float:
 def stage_seconds(out: Path) -> dict:
     """``{stage: seconds}`` from the manifests of a finished run."""
     return {m.parent.name: json.loads(m.read_text())["timings"]["seconds"] for m in sorted(out.glob("*/manifest.json"))}
+
+
+def dag_wall_seconds(out: Path) -> float:
+    """From the first stage's start to the last one's end, over the stages that ran last (a
+    cached stage keeps the times of the run that made it)."""
+    from datetime import datetime
+
+    spans = []
+    for m in out.glob("*/manifest.json"):
+        t = json.loads(m.read_text())["timings"]
+        start = datetime.fromisoformat(t["started"]).timestamp()
+        spans.append((start, start + t["seconds"]))
+    return max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0

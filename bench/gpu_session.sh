@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The real-data runs and GPU figures owed to the README, for a session that is lent a GPU machine
+# (the `device` tool: 10 minutes a command, 30 minutes in all, no network, no wandb/jsonargparse).
+#
+#   here:   bash bench/gpu_session.sh prepare      # fills the ignored .carry/ (FER2013 pack,
+#                                                  # unpacker, FER+ votes, jsonargparse wheels)
+#   there:  bash bench/gpu_session.sh STEP         # with carry: [.carry]
+#
+# STEP: bench (overhead, data path, switches, GPU utilisation) | fusion (paper 000, 40 epochs) |
+#       vgg1x1 (paper 002) | attention (paper 004) | hybrid (paper 003) | recipes (issue 8) |
+#       ferplus (the recipes on FER+ soft votes)
+# A pipeline step stops itself before the 10-minute limit; running the same step again on the
+# same warm machine resumes it (finished stages are cached, a training resumes from last.ckpt).
+# What comes back in $OUT: <step>.log (per-stage times, DAG wall time) and <step>_report.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step=${1:?usage: bash bench/gpu_session.sh prepare|bench|fusion|vgg1x1|attention|hybrid|recipes|ferplus}
+SHARED=${SHARED:-../shared}
+
+if [ "$step" = prepare ]; then
+  mkdir -p .carry/wheels
+  cp "$SHARED/data/fer2013/fer2013.pack.xz" "$SHARED/tools/fer2013_pack.py" "$SHARED/data/fer2013/fer2013new.csv" .carry/
+  python3 -m pip download -q --only-binary=:all: --python-version 3.12 -d .carry/wheels \
+    "jsonargparse[signatures]==4.53.0"
+  du -sh .carry
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+export FER_WANDB=off OMP_WAIT_POLICY=PASSIVE PYTHONPATH=$PWD
+python3 -c "import jsonargparse" 2>/dev/null || \
+  python3 -m pip install -q --no-index --find-links .carry/wheels "jsonargparse[signatures]"
+[ -f /tmp/fer2013.csv ] || python3 .carry/fer2013_pack.py unpack .carry/fer2013.pack.xz /tmp/fer2013.csv
+(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no GPU") | tee "$OUT/device.txt"
+
+pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs/gpu/$step
+  local name=$1
+  shift
+  set +e
+  timeout "${STEP_TIMEOUT:-540}" python3 -m fer_lightning pipeline run "configs/pipelines/$name.yaml" --data /tmp/fer2013.csv \
+    --out "runs/gpu/$step" "$@" 2>&1 | grep -v "^wandb\|Tip:" | tail -200 > "$OUT/$step.log"
+  set -e
+  python3 bench/stage_times.py "runs/gpu/$step" >> "$OUT/$step.log"
+  cp "runs/gpu/$step/report/report.md" "$OUT/${step}_report.md" 2>/dev/null \
+    || echo "$step: not finished yet: run the step again"
+}
+
+case $step in
+  bench) python3 bench/overhead.py --switches 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
+  fusion) pipeline fer2013_fusion ;;
+  vgg1x1) pipeline fer2013_vgg1x1 ;;
+  attention) pipeline fer2013_attention ;;
+  hybrid) pipeline fer2013_hybrid ;;
+  recipes) pipeline fer2013_recipes ;;
+  ferplus) pipeline fer2013_recipes --set data.init_args.ferplus_csv=.carry/fer2013new.csv \
+             --set data.init_args.ferplus_labels=soft ;;
+  *) echo "unknown step '$step'" >&2; exit 2 ;;
+esac

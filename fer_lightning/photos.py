@@ -12,14 +12,13 @@ probabilities, label) and annotated copies of the photos. A photo without a face
 import argparse
 import csv
 import io
-import os
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from fer_lightning import CLASS_NAMES
+from fer_lightning import CLASS_NAMES, usable_cores
 from fer_lightning.artifacts import atomic_write_bytes, atomic_write_text
 from fer_lightning.errors import UserError
 
@@ -97,7 +96,7 @@ def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = 
     nets = [load_net(m) for m in models]
     files, out = photo_files(inputs), Path(out_dir)
     face_detector()  # a clear error before any work if the cascade file is missing
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or usable_cores()
     rows, crops, readable = [], [], []
     for f, found in zip(files, parallel_map(lambda f: find_faces(f, min_face), files, workers)):
         if found is None:

@@ -261,7 +261,7 @@ def plan_slots(jobs, width: int) -> tuple[list[dict], int]:
     1.5x sooner than one after the other with 2 threads; see README, Performance). A stage's thread
     count depends only on the plan, not on what else runs, so results do not depend on scheduling.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = fer_lightning.usable_cores()
     import torch
 
     gpus = torch.cuda.device_count()

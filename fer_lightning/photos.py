@@ -71,8 +71,8 @@ def find_faces(path: Path, min_face: int, _per_thread=threading.local()):
 
 def parallel_map(fn, items, workers: int):
     """``map(fn, items)`` in order on ``workers`` threads: OpenCV releases the GIL while it decodes
-    and scans a photo, so photos are processed side by side, one OpenCV thread each (scanning whole
-    photos in parallel beats splitting one photo's scales across threads)."""
+    and scans a photo, so photos are processed side by side, one OpenCV thread each, rather than
+    one photo at a time with OpenCV splitting its scales across threads (README: Performance)."""
     import cv2
     from concurrent.futures import ThreadPoolExecutor
 
@@ -124,10 +124,24 @@ def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = 
         for r in rows:
             if "x" in r:
                 faces.setdefault(r["file"], []).append(r)
+        names = annotated_names(readable)
         for _ in parallel_map(lambda f: annotate_photo(cv2.imread(str(f), cv2.IMREAD_COLOR), faces.get(str(f), []),
-                                                       out / "annotated" / f"{f.stem}.jpg"), readable, workers):
+                                                       out / "annotated" / names[f]), readable, workers):
             pass
     return rows
+
+
+def annotated_names(files: list[Path]) -> dict[Path, str]:
+    """``<stem>.jpg`` per photo; ``<stem>_2.jpg``, ... where stems repeat (a/x.jpg, b/x.jpg, x.png)."""
+    names, taken = {}, set()
+    for f in files:
+        name, k = f"{f.stem}.jpg", 1
+        while name in taken:
+            k += 1
+            name = f"{f.stem}_{k}.jpg"
+        names[f] = name
+        taken.add(name)
+    return names
 
 
 def write_csv(rows: list[dict], path: Path):

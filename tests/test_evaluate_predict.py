@@ -153,3 +153,12 @@ def test_predict_in_parallel_gives_the_rows_of_one_worker(trained, tmp_path):
     many = predict_photos([trained["vgg"]], [photos], tmp_path / "many", annotate=False, workers=3)
     assert one == many and [r["label"] for r in one].count("no_face") == 3
     assert (tmp_path / "one/predictions.csv").read_bytes() == (tmp_path / "many/predictions.csv").read_bytes()
+
+
+def test_annotated_copies_of_photos_with_the_same_stem_do_not_overwrite_each_other():
+    from pathlib import Path
+
+    from fer_lightning.photos import annotated_names
+
+    files = [Path("a/x.jpg"), Path("b/x.jpg"), Path("x.png"), Path("y.jpg")]
+    assert list(annotated_names(files).values()) == ["x.jpg", "x_2.jpg", "x_3.jpg", "y.jpg"]

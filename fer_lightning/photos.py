@@ -72,7 +72,8 @@ def find_faces(path: Path, min_face: int, _per_thread=threading.local()):
 def parallel_map(fn, items, workers: int):
     """``map(fn, items)`` in order on ``workers`` threads: OpenCV releases the GIL while it decodes
     and scans a photo, so photos are processed side by side, one OpenCV thread each, rather than
-    one photo at a time with OpenCV splitting its scales across threads (README: Performance)."""
+    one photo at a time with OpenCV splitting its scales across threads (7 % faster on 2 cores;
+    README: Performance)."""
     import cv2
     from concurrent.futures import ThreadPoolExecutor
 

@@ -132,6 +132,22 @@ def test_interrupted_training_resumes_from_last_checkpoint_with_identical_result
         assert resumed[split]["confusion"] == straight[split]["confusion"]
 
 
+def test_auto_plan_on_the_cpu_fills_every_core_up_to_one_extra_slot(monkeypatch):
+    import torch
+
+    import fer_lightning
+    from fer_lightning.pipeline.runner import plan_slots
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(fer_lightning, "usable_cores", lambda: 2)
+    plans = {width: plan_slots("auto", width) for width in (1, 2, 3, 8)}
+    assert {w: (len(slots), threads) for w, (slots, threads) in plans.items()} == \
+        {1: (1, 2), 2: (2, 1), 3: (3, 1), 8: (3, 1)}
+    assert len(plan_slots(5, 3)[0]) == 5 and plan_slots(1, 3) == ([{}], 2)
+    with pytest.raises(UserError, match="jobs: '0'"):
+        plan_slots(0, 3)
+
+
 def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_run(tiny_pipeline, tmp_path):
     from datetime import datetime
 

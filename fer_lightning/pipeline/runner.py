@@ -257,9 +257,12 @@ def plan_slots(jobs, width: int) -> tuple[list[dict], int]:
     each stage gets. ``jobs``: ``"auto"`` or a number.
 
     auto: one slot per GPU when there are several; one slot on a single GPU; on the CPU one slot
-    per core up to the DAG's width (measured on 2 cores: two 1-thread stages side by side finish
-    1.5x sooner than one after the other with 2 threads; see README, Performance). A stage's thread
-    count depends only on the plan, not on what else runs, so results do not depend on scheduling.
+    per stage that can run at once (the DAG's width), up to one more than the cores: with exactly
+    one per core, the last stage of a round runs alone on its share of threads while the other
+    cores idle (measured on 2 cores, README: Performance: two 1-thread stages side by side finish
+    1.5x sooner than one after the other with 2 threads, and the demo's three CNNs in three
+    1-thread slots 1.18x sooner than in two). A stage's thread count depends only on the plan, not
+    on what else runs, so results do not depend on scheduling.
     """
     cores = fer_lightning.usable_cores()
     import torch
@@ -268,7 +271,7 @@ def plan_slots(jobs, width: int) -> tuple[list[dict], int]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = visible.split(",")[:gpus] if visible else [str(i) for i in range(gpus)]
     if jobs in (None, "auto"):
-        n = (gpus if gpus >= 2 else 1) if gpus else max(1, min(cores, width))
+        n = (gpus if gpus >= 2 else 1) if gpus else max(1, min(cores + 1, width))
     else:
         try:
             n = int(jobs)

@@ -2,7 +2,8 @@
 # make pipeline  run the paper-000 DAG on the embedded synthetic faces (or DATA=fer2013.csv.gz)
 # make test      the test suite
 # make bench     performance figures with targets and PASS/FAIL: overhead, data path, switches,
-#                concurrent stages, cache, probes, growth (DATA=fer2013.csv.gz for real data)
+#                concurrent stages, cache, probes, growth (DATA=fer2013.csv.gz for real data),
+#                predict vs the `fer` package (FER_PYTHON=a Python that can import fer)
 # make soak      kill -9 crash soak of a pipeline (10 trials)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -32,6 +33,7 @@ bench:
 	$(PY) bench/concurrency.py || status=1; \
 	$(PY) bench/probes.py $(FEATURES) || status=1; \
 	$(PY) bench/growth.py $(if $(DATA),--data $(DATA)) || status=1; \
+	$(if $(FER_PYTHON),$(PY) bench/predict_vs_fer.py --fer-python $(FER_PYTHON) --photos 120 || status=1;) \
 	exit $$status
 
 soak:

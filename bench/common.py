@@ -22,9 +22,14 @@ def run_pipeline_cli(pipeline, out: Path, args: list[str]) -> float:
     return seconds
 
 
+def _timings(out: Path) -> dict:
+    """``{stage: manifest timings}`` of a run's finished stages."""
+    return {m.parent.name: json.loads(m.read_text())["timings"] for m in sorted(out.glob("*/manifest.json"))}
+
+
 def stage_seconds(out: Path) -> dict:
     """``{stage: seconds}`` from the manifests of a finished run."""
-    return {m.parent.name: json.loads(m.read_text())["timings"]["seconds"] for m in sorted(out.glob("*/manifest.json"))}
+    return {name: t["seconds"] for name, t in _timings(out).items()}
 
 
 def dag_wall_seconds(out: Path) -> float:
@@ -32,9 +37,6 @@ def dag_wall_seconds(out: Path) -> float:
     cached stage keeps the times of the run that made it)."""
     from datetime import datetime
 
-    spans = []
-    for m in out.glob("*/manifest.json"):
-        t = json.loads(m.read_text())["timings"]
-        start = datetime.fromisoformat(t["started"]).timestamp()
-        spans.append((start, start + t["seconds"]))
+    spans = [(start := datetime.fromisoformat(t["started"]).timestamp(), start + t["seconds"])
+             for t in _timings(out).values()]
     return max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0

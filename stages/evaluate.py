@@ -3,7 +3,8 @@
 
 Inputs: ``models``: a list of ``<stage>.checkpoint`` references (several: score fusion).
 Params: ``data``: a FER2013 CSV, a JAFFE folder or a folder of class folders; ``split`` (FER2013
-only, default ``test``); ``fusion``: ``mean`` | ``max``; ``tta``: ``none`` | ``flip`` | ``crops`` | ``flip_crops``.
+only, default ``test``); ``fusion``: ``mean`` | ``max``; ``tta``: ``none`` | ``flip`` | ``crops`` |
+``flip_crops`` (``fer_lightning.tta``).
 """
 
 from fer_lightning.errors import UserError

@@ -3,7 +3,7 @@ folder, or a folder of class folders (class names mapped with common synonyms). 
 models cannot predict (``contempt``, ...) are counted and reported, and left out of the scores.
 
     fer-lightning evaluate --model runs/x/cnn1/model.ckpt [--model ...] --data PATH [--split test]
-                           [--fusion mean|max] [--tta flip|crops|flip_crops] --out DIR
+                           [--fusion mean|max] [--tta flip|crops|flip_crops] [--face-crop] --out DIR
 """
 
 import argparse
@@ -57,9 +57,10 @@ def predict_probs(nets, images: torch.Tensor, fusion: str = "mean", tta: str = "
     return per_net[0] if len(per_net) == 1 else fuse_scores(per_net, fusion)
 
 
-def load_labelled(path: str, split: str | None = None):
+def load_labelled(path: str, split: str | None = None, face_crop: bool = False, no_face: list | None = None):
     """``(uint8 images [N, 1, s, s], labels [N], {skipped class: count}, description)``.
-    FER2013 CSV: the named split (default ``test``); JAFFE / image folder: every image."""
+    FER2013 CSV: the named split (default ``test``); JAFFE / image folder: every image, with
+    ``face_crop`` cut to its largest face (paths where none is found: appended to ``no_face``)."""
     from fer_lightning.pipeline.spec import data_spec_for
 
     spec = data_spec_for(path)
@@ -68,6 +69,8 @@ def load_labelled(path: str, split: str | None = None):
     if kind == "FER2013DataModule":
         from fer_lightning.data import FER2013DataModule
 
+        if face_crop:
+            raise UserError(f"--face-crop: {path} holds FER2013's faces, already cropped (leave it out)")
         x, y = FER2013DataModule(path).split(split or "test")
         return x, y, skipped, f"{path} [{split or 'test'}]"
     if split not in (None, "all"):
@@ -75,18 +78,18 @@ def load_labelled(path: str, split: str | None = None):
     if kind == "JAFFEDataModule":
         from fer_lightning.data.jaffe import read_jaffe
 
-        x, y, _ = read_jaffe(path, image_size=128)
+        x, y, _ = read_jaffe(path, 128, face_crop, no_face)
         return x, y, skipped, f"{path} (JAFFE, all {len(y)} images)"
     if kind == "ImageFolderDataModule":
         from fer_lightning.data.folder import read_image_folder
 
-        x, y = read_image_folder(path, image_size=128, skipped=skipped)
+        x, y = read_image_folder(path, 128, skipped, face_crop, no_face)
         return x, y, skipped, f"{path} (all {len(y)} images)"
     raise UserError(f"--data {path}: evaluate needs labelled faces (a FER2013 CSV, a JAFFE or image folder)")
 
 
 def evaluate(models: list[str], data: str, out_dir, split: str | None = None, fusion: str = "mean",
-             tta: str = "none", device: str = "cpu") -> dict:
+             tta: str = "none", device: str = "cpu", face_crop: bool = False) -> dict:
     from fer_lightning.checkpoints import load_net
     from fer_lightning.metrics import score
     from fer_lightning.plots import plot_confusion
@@ -94,11 +97,13 @@ def evaluate(models: list[str], data: str, out_dir, split: str | None = None, fu
     if not models:
         raise UserError("evaluate: give at least one --model checkpoint")
     nets = [load_net(m) for m in models]
-    x, y, skipped, described = load_labelled(data, split)
+    no_face = []
+    x, y, skipped, described = load_labelled(data, split, face_crop, no_face)
     probs = predict_probs(nets, x, fusion, tta, device=device)
     metrics = score(probs, y.numpy(), len(CLASS_NAMES))
     metrics.update(models=[str(m) for m in models], data=described, fusion=fusion if len(nets) > 1 else None,
-                   tta=tta, excluded_classes=skipped)
+                   tta=tta, excluded_classes=skipped, face_crop=face_crop,
+                   no_face_found=len(no_face) if face_crop else None)
     out = Path(out_dir)
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion"], f"{Path(models[0]).parent.name}{' +…' if len(models) > 1 else ''} "
@@ -111,7 +116,9 @@ def to_markdown(m: dict) -> str:
     lines = [f"# Evaluation on {m['data']}", "",
              "Models: " + ", ".join(f"`{p}`" for p in m["models"])
              + (f" (score fusion: {m['fusion']})" if m["fusion"] else "")
-             + (f"; test-time augmentation: {m['tta']}" if m["tta"] != "none" else ""), "",
+             + (f"; test-time augmentation: {m['tta']}" if m["tta"] != "none" else "")
+             + ("" if not m.get("face_crop") else "; faces cut out with the Haar cascade"
+                + (f" (none found in {m['no_face_found']} images: used whole)" if m["no_face_found"] else "")), "",
              f"Accuracy {100 * m['acc']:.2f} % · macro precision {100 * m['precision']:.2f} % · "
              f"recall {100 * m['recall']:.2f} % · F1 {100 * m['f1']:.2f} % on {m['n']} faces", ""]
     if m["excluded_classes"]:
@@ -133,10 +140,13 @@ def main(argv) -> int:
     ap.add_argument("--split", help="FER2013 split: test, public_test, private_test, train, val (default test)")
     ap.add_argument("--fusion", default="mean", choices=["mean", "max"], help="score fusion of several models")
     ap.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
+    ap.add_argument("--face-crop", action="store_true",
+                    help="cut each image of a folder to its largest face first (OpenCV Haar cascade, as predict): "
+                         "for photos of whole heads, such as JAFFE")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="runs/evaluate", help="output directory")
     a = ap.parse_args(argv)
-    m = evaluate(a.model, a.data, a.out, a.split, a.fusion, a.tta, a.device)
+    m = evaluate(a.model, a.data, a.out, a.split, a.fusion, a.tta, a.device, a.face_crop)
     print(to_markdown(m))
     print(f"written: {Path(a.out) / 'metrics.json'}, report.md, confusion.png")
     return 0

@@ -54,17 +54,31 @@ def detect_faces(grey: np.ndarray, cascade, min_face: int = 50) -> list[tuple[in
     return sorted((int(x), int(y), int(w), int(h)) for x, y, w, h in (boxes if len(boxes) else []))
 
 
-def find_faces(path: Path, min_face: int, _per_thread=threading.local()):
-    """``(boxes, 48x48 grey crops)`` of one photo, or ``None`` when it cannot be read. A cascade
-    keeps per-image state while it scans, so each thread has its own."""
-    import cv2
-
+def thread_cascade(_per_thread=threading.local()):
+    """This thread's face cascade: a cascade keeps per-image state while it scans."""
     if not hasattr(_per_thread, "cascade"):
         _per_thread.cascade = face_detector()
+    return _per_thread.cascade
+
+
+def largest_face(grey: np.ndarray, min_face: int = 50) -> np.ndarray | None:
+    """The largest face of a grey image, cut to its Haar box as ``predict`` cuts faces; ``None``
+    when there is none."""
+    boxes = detect_faces(grey, thread_cascade(), min_face)
+    if not boxes:
+        return None
+    x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
+    return grey[y:y + h, x:x + w]
+
+
+def find_faces(path: Path, min_face: int):
+    """``(boxes, 48x48 grey crops)`` of one photo, or ``None`` when it cannot be read."""
+    import cv2
+
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         return None
-    boxes = detect_faces(image, _per_thread.cascade, min_face)
+    boxes = detect_faces(image, thread_cascade(), min_face)
     return boxes, [cv2.resize(image[y:y + h, x:x + w], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
                    for x, y, w, h in boxes]
 

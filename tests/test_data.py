@@ -137,6 +137,14 @@ def test_jaffe_file_names(tmp_path):
         Image.fromarray(np.full((256, 256), 40 * i, dtype=np.uint8)).convert("P").save(tmp_path / name)
     x, y, subjects = read_jaffe(tmp_path)
     assert x.shape == (2, 1, 48, 48) and y.tolist() == [3, 6] and subjects.tolist() == ["KA", "KL"]
+    import skimage.data
+
+    Image.fromarray(skimage.data.astronaut()).convert("L").save(tmp_path / "KL.HA2.157.tiff")
+    no_face = []
+    cut, _, _ = read_jaffe(tmp_path, face_crop=True, no_face=no_face)
+    whole, _, _ = read_jaffe(tmp_path)
+    assert [p.rsplit("/", 1)[1] for p in no_face] == ["KA.HA1.29.tiff", "KL.NE2.156.tiff"]
+    assert torch.equal(cut[[0, 2]], whole[[0, 2]]) and not torch.equal(cut[1], whole[1])  # files sorted
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "KA.XX1.1.tiff")
     with pytest.raises(UserError, match="KA.XX1.1.tiff: not a JAFFE file name"):
         read_jaffe(tmp_path)

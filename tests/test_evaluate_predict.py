@@ -162,3 +162,32 @@ def test_annotated_copies_of_photos_with_the_same_stem_do_not_overwrite_each_oth
 
     files = [Path("a/x.jpg"), Path("b/x.jpg"), Path("x.png"), Path("y.jpg")]
     assert list(annotated_names(files).values()) == ["x.jpg", "x_2.jpg", "x_3.jpg", "y.jpg"]
+
+
+def test_evaluate_with_face_crop_cuts_photos_to_their_faces(trained, tmp_path):
+    """Folders of whole photos (JAFFE, your own): --face-crop cuts each to its largest face; a
+    photo without one is used whole and counted; FER2013's faces are already cropped (an error)."""
+    import imageio.v3 as iio
+    import skimage.data
+
+    from fer_lightning.data.folder import read_image_folder
+
+    photos = tmp_path / "photos"
+    (photos / "happy").mkdir(parents=True)
+    (photos / "neutral").mkdir()
+    iio.imwrite(photos / "happy/astronaut.png", skimage.data.astronaut())
+    iio.imwrite(photos / "neutral/coffee.png", skimage.data.coffee())
+    no_face = []
+    cut, _ = read_image_folder(photos, 48, face_crop=True, no_face=no_face)
+    whole, _ = read_image_folder(photos, 48)
+    assert no_face == [str(photos / "neutral/coffee.png")]
+    assert torch.equal(cut[1], whole[1]) and not torch.equal(cut[0], whole[0])
+
+    out = tmp_path / "ev"
+    _cli("evaluate", "--model", trained["vgg"], "--data", photos, "--face-crop", "--out", out)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 2 and m["face_crop"] and m["no_face_found"] == 1
+    assert "none found in 1 images" in (out / "report.md").read_text()
+    bad = _cli("evaluate", "--model", trained["vgg"], "--data", trained["csv"], "--face-crop",
+               "--out", tmp_path / "bad", check=False)
+    assert bad.returncode == 2 and "already cropped" in bad.stderr and not (tmp_path / "bad").exists()

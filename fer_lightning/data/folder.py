@@ -5,8 +5,11 @@ Class folder names are mapped onto the FER2013 classes with common synonyms (``a
 ``val_fraction`` validation slice); ``test_root`` gives test, or, without one, a stratified
 ``test_fraction`` slice of ``train_root`` is held out. ``fractions: [0.7, 0.15, 0.15]`` instead
 cuts one labelled folder into stratified train / val / test shares of the whole (paper 004).
+``face_crop: true`` cuts each image to its largest face first (OpenCV's Haar cascade, as
+``predict`` does), for folders of photos rather than of face crops.
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +35,37 @@ def class_index(folder_name: str) -> int | None:
     return None if name is None else CLASS_NAMES.index(name)
 
 
-def read_image_folder(root, image_size: int = 48, skipped: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read every image under ``root/<class>/`` as grey ``image_size``² uint8.
+def load_grey(f: Path, image_size: int, face_crop: bool = False, no_face: list | None = None) -> np.ndarray:
+    """One image file as grey uint8 ``image_size``². With ``face_crop``, cut to its largest face
+    first; an image where no face is found is used whole and its path appended to ``no_face``."""
+    try:
+        with Image.open(f) as im:
+            grey = im.convert("L")
+            if face_crop:
+                from fer_lightning.photos import largest_face
+
+                face = largest_face(np.asarray(grey, dtype=np.uint8))
+                if face is not None:
+                    grey = Image.fromarray(face)
+                elif no_face is not None:
+                    no_face.append(str(f))
+            if grey.size != (image_size, image_size):
+                grey = grey.resize((image_size, image_size), Image.BILINEAR)
+            return np.asarray(grey, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{f}: unreadable image ({e.__class__.__name__})")
+
+
+def warn_no_face(root, no_face: list, total: int):
+    if no_face:
+        print(f"warning: {root}: no face found in {len(no_face)} of {total} images (e.g. {no_face[0]}); "
+              f"used them whole", file=sys.stderr)
+
+
+def read_image_folder(root, image_size: int = 48, skipped: dict | None = None, face_crop: bool = False,
+                      no_face: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read every image under ``root/<class>/`` as grey ``image_size``² uint8 (``face_crop``,
+    ``no_face``: as ``load_grey``).
 
     A class folder that maps to no FER class (e.g. ``contempt``) is an error, unless ``skipped``
     is given: then its images are counted there (``{folder name: count}``) and left out."""
@@ -58,14 +90,7 @@ def read_image_folder(root, image_size: int = 48, skipped: dict | None = None) -
         for f in files:
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 raise UserError(f"{f}: not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("L")
-                    if im.size != (image_size, image_size):
-                        im = im.resize((image_size, image_size), Image.BILINEAR)
-                    images.append(np.asarray(im, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError) as e:
-                raise UserError(f"{f}: unreadable image ({e.__class__.__name__})")
+            images.append(load_grey(f, image_size, face_crop, no_face))
             labels.append(label)
     if not images:
         raise UserError(f"{root}: no images of the classes {', '.join(CLASS_NAMES)}")
@@ -82,12 +107,14 @@ class ImageFolderDataModule(TensorDataModule):
         fractions: ``[train, val, test]`` shares of ``train_root`` (summing to 1), instead of the
             two fractions above; needs no ``test_root``.
         image_size: side the images are resized to (48 for the paper-000 CNNs).
+        face_crop: cut each image to its largest face first (Haar cascade); images without a
+            detected face are used whole (a warning counts them).
     """
 
     def __init__(self, train_root: str, test_root: str | None = None, val_fraction: float = 0.1,
                  test_fraction: float = 0.2, fractions: list[float] | None = None, image_size: int = 48,
-                 batch_size: int = 256, eval_batch_size: int = 1024, augment: BatchAugment | None = None,
-                 seed: int = 0):
+                 face_crop: bool = False, batch_size: int = 256, eval_batch_size: int = 1024,
+                 augment: BatchAugment | None = None, seed: int = 0):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
                          seed=seed)
         if fractions is not None:
@@ -97,14 +124,20 @@ class ImageFolderDataModule(TensorDataModule):
             test_fraction, val_fraction = fractions[2], fractions[1] / (fractions[0] + fractions[1])
         self.train_root, self.test_root = train_root, test_root
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.image_size = image_size
+        self.image_size, self.face_crop = image_size, face_crop
 
     def load_splits(self):
-        x, y = read_image_folder(self.train_root, self.image_size)
+        x, y = self.read(self.train_root)
         if self.test_root:
-            test = read_image_folder(self.test_root, self.image_size)
+            test = self.read(self.test_root)
         else:
             keep, held = stratified_split(y, self.test_fraction, self.seed + 1)
             test, x, y = (x[held], y[held]), x[keep], y[keep]
         keep, held = stratified_split(y, self.val_fraction, self.seed)
         return {"train": (x[keep], y[keep]), "val": (x[held], y[held]), "test": test}
+
+    def read(self, root):
+        no_face = []
+        x, y = read_image_folder(root, self.image_size, face_crop=self.face_crop, no_face=no_face)
+        warn_no_face(root, no_face, len(y))
+        return x, y

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from fer_lightning import CLASS_NAMES
 from fer_lightning.data.augment import BatchAugment
 from fer_lightning.data.base import TensorDataModule, stratified_split
+from fer_lightning.data.folder import load_grey, warn_no_face
 from fer_lightning.errors import UserError
 
 CODES = {"AN": "angry", "DI": "disgust", "FE": "fear", "HA": "happy", "NE": "neutral", "SA": "sad",
@@ -38,8 +38,9 @@ def parse_jaffe_name(name: str) -> tuple[str, int]:
     return m["subject"].upper(), CLASS_NAMES.index(CODES[code])
 
 
-def read_jaffe(root, image_size: int = 48):
-    """(uint8 images [N, 1, s, s], labels [N], subject codes [N]) from a folder of JAFFE TIFFs."""
+def read_jaffe(root, image_size: int = 48, face_crop: bool = False, no_face: list | None = None):
+    """(uint8 images [N, 1, s, s], labels [N], subject codes [N]) from a folder of JAFFE TIFFs
+    (``face_crop``, ``no_face``: as ``folder.load_grey``)."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: JAFFE folder not found")
@@ -49,12 +50,7 @@ def read_jaffe(root, image_size: int = 48):
     images, labels, subjects = [], [], []
     for f in files:
         subject, label = parse_jaffe_name(f.name)
-        try:
-            with Image.open(f) as im:
-                im = im.convert("L").resize((image_size, image_size), Image.BILINEAR)
-                images.append(np.asarray(im, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError) as e:
-            raise UserError(f"{f}: unreadable image ({e.__class__.__name__})")
+        images.append(load_grey(f, image_size, face_crop, no_face))
         labels.append(label)
         subjects.append(subject)
     return (torch.from_numpy(np.stack(images)).unsqueeze(1), torch.tensor(labels, dtype=torch.int64),
@@ -82,20 +78,24 @@ class JAFFEDataModule(TensorDataModule):
         fold: with ``loso``, which subject (0..9, in sorted subject-code order) is the test set.
         val_fraction: with ``loso``, the stratified validation share of the other subjects.
         image_size: side the 256×256 images are resized to.
+        face_crop: cut each image to its face first (Haar cascade) rather than keep the whole
+            head, hair and background.
     """
 
     def __init__(self, root: str, split: str = "paper", fold: int = 0, val_fraction: float = 0.1,
-                 image_size: int = 48, batch_size: int = 16, eval_batch_size: int = 256,
+                 image_size: int = 48, face_crop: bool = False, batch_size: int = 16, eval_batch_size: int = 256,
                  augment: BatchAugment | None = None, seed: int = 0):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
                          seed=seed)
         if split not in ("paper", "loso"):
             raise UserError(f"data.split: '{split}' is not one of paper, loso")
         self.root, self.split_mode, self.fold = root, split, fold
-        self.val_fraction, self.image_size = val_fraction, image_size
+        self.val_fraction, self.image_size, self.face_crop = val_fraction, image_size, face_crop
 
     def load_splits(self):
-        x, y, subjects = read_jaffe(self.root, self.image_size)
+        no_face = []
+        x, y, subjects = read_jaffe(self.root, self.image_size, self.face_crop, no_face)
+        warn_no_face(self.root, no_face, len(y))
         if self.split_mode == "paper":
             if len(y) != sum(PAPER_SIZES):
                 raise UserError(f"{self.root}: the paper split needs the 213 JAFFE images, found {len(y)}")

@@ -6,6 +6,7 @@ off); offline mode never opens a network connection, so nothing can hang without
 """
 
 import os
+import re
 from pathlib import Path
 
 PROJECT = os.environ.get("WANDB_PROJECT", "fer_lightning")
@@ -54,6 +55,12 @@ def start_run(save_dir, name, group, job_type, config=None):
                       dir=str(save_dir), reinit="create_new")
 
 
+def artifact_name(pipeline: str, stage: str, output: str) -> str:
+    """W&B allows letters, digits, ``-``, ``_`` and ``.`` in artifact names; foreach copies are
+    named ``stage@value``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{pipeline}-{stage}-{output}")
+
+
 def log_lineage(run, stage: str, pipeline: str, inputs: dict, outputs: dict):
     """Declare the stage's inputs as used artifacts and its outputs as logged artifacts, so W&B's
     lineage graph is the pipeline DAG. ``inputs``/``outputs`` map artifact names to paths."""
@@ -61,7 +68,7 @@ def log_lineage(run, stage: str, pipeline: str, inputs: dict, outputs: dict):
         return
     import wandb
 
-    names = {ref: f"{pipeline}-{ref}".replace(".", "-") for ref in inputs}
+    names = {ref: artifact_name(pipeline, *ref.rsplit(".", 1)) for ref in inputs}
     if run.offline:
         # W&B refuses use_artifact offline; record the inputs so the lineage is still readable.
         run.config.update({"input_artifacts": names}, allow_val_change=True)
@@ -71,7 +78,7 @@ def log_lineage(run, stage: str, pipeline: str, inputs: dict, outputs: dict):
             art.add_file(str(path))
             run.use_artifact(art)
     for name, path in outputs.items():
-        art = wandb.Artifact(f"{pipeline}-{stage}-{name}", type=name)  # matches names[] downstream
+        art = wandb.Artifact(artifact_name(pipeline, stage, name), type=name)  # = names[] downstream
         p = Path(path)
         art.add_dir(str(p)) if p.is_dir() else art.add_file(str(p))
         run.log_artifact(art)

@@ -89,3 +89,18 @@ def test_wandb_offline_never_needs_the_network(tiny_pipeline, tmp_path):
         runs = list((out / stage / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, stage
         assert list(runs[0].glob("run-*.wandb")), f"no W&B run file for {stage}"
+
+
+def test_wandb_lineage_of_foreach_copies(tmp_path, monkeypatch):
+    """Foreach copies are named ``stage@value``, which W&B refuses in artifact names: a real
+    offline run logs them under names it accepts, the same upstream and downstream."""
+    from fer_lightning.tracking import log_lineage, start_run
+
+    for k, v in {"FER_WANDB": "on", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "model.ckpt").write_bytes(b"weights")
+    run = start_run(tmp_path, "mobilenet@0", "loso", "train")
+    log_lineage(run, "mobilenet@0", "jaffe.loso", {"hog_lbp@0.features": tmp_path / "model.ckpt"},
+                {"checkpoint": tmp_path / "model.ckpt"})
+    assert run.config["input_artifacts"] == {"hog_lbp@0.features": "jaffe-loso-hog_lbp-0-features"}
+    run.finish()

@@ -19,7 +19,8 @@ def build_net(spec: dict) -> torch.nn.Module:
 
 
 def load_net(path) -> torch.nn.Module:
-    """The ``net`` of a :class:`ClassifierModule` checkpoint, weights loaded, in eval mode."""
+    """The model of face images a :class:`ClassifierModule` checkpoint holds, weights loaded, in
+    eval mode: its ``net``, or for a ``head`` stage given its backbones, the exported FusionNet."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
@@ -31,8 +32,15 @@ def load_net(path) -> torch.nn.Module:
     spec = ckpt.get("hyper_parameters", {}).get("net") if isinstance(ckpt, dict) else None
     if not spec:
         raise UserError(f"{path}: not a fer_lightning classifier checkpoint (no hyper_parameters.net)")
+    if "image_net" in ckpt:  # a head on saved features, exported with its backbones (stages/head.py)
+        spec, state = ckpt["image_net"]["net"], ckpt["image_net"]["state_dict"]
+    elif spec["class_path"].endswith(".FeatureHead"):
+        raise UserError(f"{path}: a head trained on saved feature vectors, not a model of face images; to "
+                        f"use it on images, give its head stage the backbones' checkpoints (inputs: backbones: "
+                        f"[<stage>.checkpoint, ...], one per features input, as configs/pipelines/fer2013_fusion.yaml)")
+    else:
+        state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     net = build_net(spec)
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

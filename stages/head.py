@@ -2,7 +2,10 @@
 pooled features + HOG/LBP → BN → 512 → 256 → 7), or any fusion of stages' features without
 running their backbones again. Same outputs as ``train``.
 
-Inputs: ``features``: a list of ``<stage>.features`` references, concatenated in that order.
+Inputs: ``features``: a list of ``<stage>.features`` references, concatenated in that order;
+optionally ``backbones``: the ``<stage>.checkpoint`` of each, in the same order. With them, the
+checkpoint also holds the image-level network (a ``FusionNet``: the frozen backbones, their
+features concatenated, this head), so ``evaluate`` and ``predict`` take it like any model.
 The config is a training config whose ``model.net`` is a ``FeatureHead`` and whose ``data`` is a
 ``FeaturesDataModule`` (``keys`` picks ``features`` or ``pooled`` per input); the stage fills in
 the file paths and the head's input width.
@@ -12,8 +15,9 @@ import copy
 
 import numpy as np
 
-from fer_lightning.artifacts import npz_array_shape
+from fer_lightning.artifacts import atomic_write_bytes, npz_array_shape
 from fer_lightning.errors import UserError
+from fer_lightning.pipeline.runner import is_rank_zero
 from stages import train
 
 OUTPUTS = train.OUTPUTS
@@ -45,4 +49,43 @@ def run(ctx):
             raise UserError(f"{path}: no 'train_{key}' array")
         width += int(np.prod(shape[1:]))
     net.setdefault("init_args", {})["in_features"] = width
-    return train.train_and_export(ctx, cfg)
+    backbones = ctx.inputs.get("backbones")
+    if backbones is not None:
+        backbones = [backbones] if isinstance(backbones, str) else list(backbones)
+        if len(backbones) != len(paths) or len(set(keys)) != 1:
+            raise UserError(f"stages.{ctx.name}.inputs.backbones: one checkpoint per features input "
+                            f"({len(paths)}), all of the same layer (data.init_args.keys: {keys})")
+    summary = train.train_and_export(ctx, cfg)
+    if backbones and is_rank_zero():
+        export_image_net(ctx.output("checkpoint"), backbones, keys[0], width, ctx.name)
+    return summary
+
+
+def export_image_net(path, backbones: list[str], layer: str, width: int, name: str):
+    """Add to the head's checkpoint the FusionNet that computes the same scores from images."""
+    import io
+
+    import torch
+
+    from fer_lightning.checkpoints import net_spec
+    from fer_lightning.models import FusionNet
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    head = ckpt["hyper_parameters"]["net"]["init_args"]
+    net = FusionNet(checkpoints=backbones, hidden=head["hidden"], dropout=head["dropout"], layer=layer,
+                    input_batchnorm=head["input_batchnorm"], num_classes=head["num_classes"])
+    state = {k: v for k, v in net.state_dict().items() if k.startswith("backbones.")}
+    for k, v in ckpt["state_dict"].items():  # FeatureHead.features.i -> FusionNet.head.i
+        if k.startswith("net.features."):
+            state["head." + k[len("net.features."):]] = v
+        elif k.startswith("net.classifier."):
+            state[k[len("net."):]] = v
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"stages.{name}.inputs.backbones: these checkpoints do not give the "
+                        f"{width} features the head was trained on: {str(e).splitlines()[0]}")
+    ckpt["image_net"] = {"net": net_spec(net), "state_dict": net.state_dict()}
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -50,6 +50,12 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     torch.save({"state_dict": ClassifierModule(CNN1()).state_dict(), "hyper_parameters": dict(module.hparams)}, other)
     with pytest.raises(UserError, match="other.ckpt: weights do not match fer_lightning.models.cnn.CNN2"):
         load_net(other)
+    from fer_lightning.models import FeatureHead
+
+    head = ClassifierModule(FeatureHead(in_features=12))  # a head stage without backbones
+    torch.save({"state_dict": head.state_dict(), "hyper_parameters": dict(head.hparams)}, tmp_path / "head.ckpt")
+    with pytest.raises(UserError, match="head.ckpt: a head trained on saved feature vectors, not a model of face"):
+        load_net(tmp_path / "head.ckpt")
 
 
 def test_output_directory_that_cannot_be_created(tiny_pipeline, tmp_path):

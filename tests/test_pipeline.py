@@ -30,6 +30,7 @@ def test_dag_runs_then_caches_by_the_rules(tiny_pipeline, tmp_path):
     assert (out / "report" / "confusion_mean_score_fusion.png").stat().st_size > 1000
     tables = json.loads((out / "report" / "report.json").read_text())["tables"]
     assert [len(t["rows"]) for t in tables] == [6, 6, 10]
+    _fusion_head_works_on_images(out)
 
     # 1. unchanged: everything skipped
     assert _ran(_run(tiny_pipeline, out)) == []
@@ -55,6 +56,25 @@ def test_dag_runs_then_caches_by_the_rules(tiny_pipeline, tmp_path):
     # --from re-runs a stage and its descendants; --only one stage
     assert _ran(_run(tiny_pipeline, out, c, from_stage="fusion")) == ["fusion", "probe", "report", "score_fusion"]
     assert _ran(_run(tiny_pipeline, out, c, only=["probe"], force=True)) == ["probe"]
+
+
+def _fusion_head_works_on_images(out):
+    """The fusion head trained on saved features exports the image-level network: from the test
+    faces it gives the scores the head stage wrote (so `evaluate`/`predict` take it)."""
+    import numpy as np
+    import yaml
+
+    from fer_lightning.checkpoints import load_net
+    from fer_lightning.config import instantiate
+    from fer_lightning.evaluate import predict_probs
+    from fer_lightning.models import FusionNet
+
+    net = load_net(out / "fusion" / "model.ckpt")
+    assert isinstance(net, FusionNet) and len(net.backbones) == 2
+    data = yaml.safe_load((out / "cnn1" / "config.yaml").read_text())["data"]
+    images, _ = instantiate(data, "data").split("test")
+    expected = np.load(out / "fusion" / "probs.npz")["test_probs"]
+    assert np.allclose(predict_probs([net], images), expected, atol=1e-5)
 
 
 def test_stage_interrupted_leaves_no_finished_manifest(tiny_pipeline, tmp_path, monkeypatch):

@@ -33,12 +33,14 @@ class FusionNet(nn.Module):
         freeze: keep the backbones fixed (no gradients, eval mode); ``false`` fine-tunes them.
         layer: which backbone output to concatenate: ``features`` (the input of their last fc
             layer) or ``pooled`` (the pooled convolutional features, for torchvision backbones).
-        dropout: dropout after each hidden layer of the head.
+        dropout: dropout after each hidden layer of the head (one rate, or one per layer).
+        input_batchnorm: batch-normalise the concatenated features first (as ``FeatureHead``
+            can: the ``head`` stage's image-level export is a FusionNet).
     """
 
     def __init__(self, checkpoints: list[str] | None = None, hidden: list[int] | None = None,
                  num_classes: int = 7, backbone_specs: list[dict] | None = None, freeze: bool = True,
-                 layer: str = "features", dropout: float = 0.0):
+                 layer: str = "features", dropout: float | list[float] = 0.0, input_batchnorm: bool = False):
         super().__init__()
         # late import: checkpoints imports the models
         from fer_lightning.checkpoints import build_net, load_net, net_spec
@@ -64,12 +66,12 @@ class FusionNet(nn.Module):
                 b.eval()
         dims = [b.pooled_dim if layer == "pooled" else b.feature_dim for b in self.backbones]
         layers, f = fc_stack(sum(dims), hidden or [], dropout)
-        self.head = nn.Sequential(*layers)
+        self.head = nn.Sequential(*([nn.BatchNorm1d(sum(dims))] if input_batchnorm else []), *layers)
         self.feature_dim = f
         self.classifier = nn.Linear(f, num_classes)
         self.init_args = dict(backbone_specs=[net_spec(b) for b in self.backbones],
                               hidden=list(hidden or []), num_classes=num_classes, freeze=freeze,
-                              layer=layer, dropout=dropout)
+                              layer=layer, dropout=dropout, input_batchnorm=input_batchnorm)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -15,9 +15,8 @@ import copy
 
 import numpy as np
 
-from fer_lightning.artifacts import atomic_write_bytes, npz_array_shape
+from fer_lightning.artifacts import npz_array_shape
 from fer_lightning.errors import UserError
-from fer_lightning.pipeline.runner import is_rank_zero
 from stages import train
 
 OUTPUTS = train.OUTPUTS
@@ -55,22 +54,15 @@ def run(ctx):
         if len(backbones) != len(paths) or len(set(keys)) != 1:
             raise UserError(f"stages.{ctx.name}.inputs.backbones: one checkpoint per features input "
                             f"({len(paths)}), all of the same layer (data.init_args.keys: {keys})")
-    summary = train.train_and_export(ctx, cfg)
-    if backbones and is_rank_zero():
-        export_image_net(ctx.output("checkpoint"), backbones, keys[0], width, ctx.name)
-    return summary
+    add = (lambda ckpt: add_image_net(ckpt, backbones, keys[0], width, ctx.name)) if backbones else None
+    return train.train_and_export(ctx, cfg, complete_checkpoint=add)
 
 
-def export_image_net(path, backbones: list[str], layer: str, width: int, name: str):
+def add_image_net(ckpt: dict, backbones: list[str], layer: str, width: int, name: str):
     """Add to the head's checkpoint the FusionNet that computes the same scores from images."""
-    import io
-
-    import torch
-
     from fer_lightning.checkpoints import net_spec
     from fer_lightning.models import FusionNet
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     head = ckpt["hyper_parameters"]["net"]["init_args"]
     net = FusionNet(checkpoints=backbones, hidden=head["hidden"], dropout=head["dropout"], layer=layer,
                     input_batchnorm=head["input_batchnorm"], num_classes=head["num_classes"])
@@ -86,6 +78,3 @@ def export_image_net(path, backbones: list[str], layer: str, width: int, name: s
         raise UserError(f"stages.{name}.inputs.backbones: these checkpoints do not give the "
                         f"{width} features the head was trained on: {str(e).splitlines()[0]}")
     ckpt["image_net"] = {"net": net_spec(net), "state_dict": net.state_dict()}
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    atomic_write_bytes(path, buf.getvalue())

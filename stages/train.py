@@ -31,7 +31,9 @@ def run(ctx):
     return train_and_export(ctx, ctx.config)
 
 
-def train_and_export(ctx, cfg: dict) -> dict:
+def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
+    """Fit, then write the outputs. ``complete_checkpoint(ckpt)`` may add to the exported
+    checkpoint dict before it is written (the ``head`` stage adds its image-level network)."""
     import torch
 
     from fer_lightning.train_cli import FERLightningCLI
@@ -71,6 +73,8 @@ def train_and_export(ctx, cfg: dict) -> dict:
     model.load_state_dict(ckpt["state_dict"])
     slim = {k: ckpt[k] for k in ("state_dict", "hyper_parameters", "epoch", "global_step",
                                  "pytorch-lightning_version") if k in ckpt}
+    if complete_checkpoint is not None:
+        complete_checkpoint(slim)
     buf = io.BytesIO()
     torch.save(slim, buf)
     atomic_write_bytes(ctx.output("checkpoint"), buf.getvalue())

@@ -65,8 +65,9 @@ class FusionNet(nn.Module):
                 b.requires_grad_(False)
                 b.eval()
         dims = [b.pooled_dim if layer == "pooled" else b.feature_dim for b in self.backbones]
-        layers, f = fc_stack(sum(dims), hidden or [], dropout)
-        self.head = nn.Sequential(*([nn.BatchNorm1d(sum(dims))] if input_batchnorm else []), *layers)
+        width = sum(dims)
+        layers, f = fc_stack(width, hidden or [], dropout)
+        self.head = nn.Sequential(*([nn.BatchNorm1d(width)] if input_batchnorm else []), *layers)
         self.feature_dim = f
         self.classifier = nn.Linear(f, num_classes)
         self.init_args = dict(backbone_specs=[net_spec(b) for b in self.backbones],

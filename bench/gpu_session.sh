@@ -9,6 +9,8 @@
 # STEP: bench (overhead, data path, switches, GPU utilisation) | fusion (paper 000, 40 epochs) |
 #       vgg1x1 (paper 002) | attention (paper 004) | hybrid (paper 003) | recipes (issue 8) |
 #       ferplus (the recipes on FER+ soft votes)
+# PIPE_ARGS adds `pipeline run` options (e.g. "--set trainer.max_epochs=40"; keep them the same to
+# resume). JOBS=N runs up to N independent stages side by side (default: the runner's plan).
 # A pipeline step stops itself before the 10-minute limit; running the same step again on the
 # same warm machine resumes it (finished stages are cached, a training resumes from last.ckpt).
 # What comes back in $OUT: <step>.log (per-stage times, DAG wall time) and <step>_report.md.
@@ -39,15 +41,17 @@ pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs
   shift
   set +e
   timeout "${STEP_TIMEOUT:-540}" python3 -m fer_lightning pipeline run "configs/pipelines/$name.yaml" --data /tmp/fer2013.csv \
-    --out "runs/gpu/$step" "$@" 2>&1 | grep -v "^wandb\|Tip:" | tail -200 > "$OUT/$step.log"
+    --out "runs/gpu/$step" --jobs "${JOBS:-auto}" "$@" ${PIPE_ARGS:-} 2>&1 | grep -v "^wandb\|Tip:" | tail -200 > "$OUT/$step.log"
   set -e
   python3 bench/stage_times.py "runs/gpu/$step" >> "$OUT/$step.log"
+  # metrics, probabilities and stage logs come back; checkpoints and features stay (size limits)
+  tar czf "$OUT/${step}_run.tgz" --exclude='*.ckpt' --exclude=features.npz --exclude=wandb "runs/gpu/$step"
   cp "runs/gpu/$step/report/report.md" "$OUT/${step}_report.md" 2>/dev/null \
     || echo "$step: not finished yet: run the step again"
 }
 
 case $step in
-  bench) python3 bench/overhead.py --switches 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
+  bench) timeout "${STEP_TIMEOUT:-540}" python3 bench/overhead.py --switches ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
   fusion) pipeline fer2013_fusion ;;
   vgg1x1) pipeline fer2013_vgg1x1 ;;
   attention) pipeline fer2013_attention ;;

@@ -3,10 +3,12 @@
 #
 #   there:  bash bench/gpu_lease.sh first SECONDS    # bench, paper-000 DAG alone, cached re-run,
 #                                                    # then paper 002 + the recipes side by side
-#           bash bench/gpu_lease.sh more SECONDS     # resume paper 002 + the recipes (warm machine)
+#           bash bench/gpu_lease.sh more SECONDS     # resume those (warm machine)
 #
-# Results collect in /tmp/res (kept while the machine stays warm) and come back as $OUT/res.tgz,
-# with the short logs also copied to $OUT. The recipes run at RECIPE_EPOCHS (default 40) epochs.
+# Results collect in /tmp/res (kept while the machine stays warm) and come back in $OUT: each
+# pipeline's <step>_run.tgz (metrics, probabilities, stage logs), logs.tgz (logs and reports).
+# THEN names the gpu_session.sh steps run side by side after the paper-000 DAG (default
+# "vgg1x1 recipes"); the recipes run at RECIPE_EPOCHS (default 40) epochs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: bash bench/gpu_lease.sh first|more SECONDS}
@@ -27,14 +29,18 @@ if [ "$what" = first ]; then
       --out runs/gpu/fusion --jobs "${FUSION_JOBS:-3}" > "$OUT/cached.log" 2>&1; } 2>> "$OUT/cached_seconds.txt"
   note "re-run of the paper-000 DAG: $(tail -1 "$OUT/cached_seconds.txt") s"
 fi
-STEP_TIMEOUT=$(cap 600 25) bash bench/gpu_session.sh vgg1x1 > /dev/null &
-vgg=$!
-STEP_TIMEOUT=$(cap 600 25) JOBS=${RECIPE_JOBS:-4} PIPE_ARGS="--set trainer.max_epochs=${RECIPE_EPOCHS:-40}" \
-  bash bench/gpu_session.sh recipes > /dev/null
-wait $vgg
-note "paper 002 and recipes done or stopped"
+pids=()
+for step in ${THEN:-vgg1x1 recipes}; do
+  extra=""
+  [ "$step" = recipes ] || [ "$step" = ferplus ] && extra="--set trainer.max_epochs=${RECIPE_EPOCHS:-40}"
+  STEP_TIMEOUT=$(cap 600 25) JOBS=${RECIPE_JOBS:-4} PIPE_ARGS="$extra" bash bench/gpu_session.sh "$step" > /dev/null &
+  pids+=($!)
+done
+wait "${pids[@]}"
+note "${THEN:-vgg1x1 recipes}: done or stopped"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-tar czf "$FINAL/res.tgz" -C "$OUT" .
-cp "$OUT"/times.txt "$OUT"/bench.log "$FINAL"/ 2>/dev/null
-for f in "$OUT"/*_report.md; do [ -f "$f" ] && cp "$f" "$FINAL"/; done
-ls "$FINAL"
+# At most 8 files of 16 MB come back: each run's archive alone, the logs and reports together.
+tar czf "$FINAL/logs.tgz" -C "$OUT" --exclude='*_run.tgz' .
+cp "$OUT"/times.txt "$OUT"/bench.log "$OUT"/*_run.tgz "$FINAL"/ 2>/dev/null
+ls -l "$FINAL"
+cat "$OUT"/times.txt; grep -h "FAIL\|PASS\|switch\|time per step" "$OUT"/bench.log; grep -h "acc" "$OUT"/*_report.md | head -40

@@ -4,11 +4,13 @@
    minimal hand-written PyTorch loop train the same model on the same batches (same sampler,
    augmentation, normalisation, optimiser, memory layout and seed). Epochs alternate a, b, a, b,
    ... and the ratio of median images/s is reported (target >= 0.97).
+   The same two loops on ``TinyNet`` (a step that is nearly all overhead) give the framework's
+   own time per step, in microseconds.
 2. Data path, for every model: the loader alone (batching + augmentation + normalisation on the
    device, at the model's input size) vs the model's training step (target: loader >= 10x faster).
 3. Switches (``--switches``): channels_last, bf16 autocast (``precision: bf16-mixed``) and
-   ``torch.compile`` (``model.compile``), each as a ratio of Lightning images/s to the same run
-   without it. On a GPU, utilisation during the Lightning epochs is sampled with nvidia-smi.
+   ``torch.compile`` (``model.compile``; on a GPU also its CUDA-graph mode ``reduce-overhead``),
+   each as a ratio of Lightning images/s to the same run without it. On a GPU, utilisation during the Lightning epochs is sampled with nvidia-smi.
 
     python bench/overhead.py [--device auto] [--model CNN2] [--images 8192] [--rounds 3] [--switches]
 """
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 
 from fer_lightning import MEAN, STD
 from fer_lightning.data import BatchAugment, SyntheticFacesDataModule
+from fer_lightning.data.base import ShuffledBatches
 from fer_lightning.models import CNN1, CNN2, CNN3, MultiScaleAttentionCNN, TorchvisionNet, VGG1x1
 from fer_lightning.module import ClassifierModule
 
@@ -36,6 +39,19 @@ MODELS = {
     "MultiScaleAttentionCNN": (MultiScaleAttentionCNN, 128, 32),
     "MobileNetV2@224": (lambda: TorchvisionNet("mobilenet_v2", input_size=224), 48, 32),
 }
+
+
+class TinyNet(torch.nn.Module):
+    """A linear model on 8×8-pooled faces: its step is almost all per-step overhead, so the two
+    loops' difference per step is the framework's own cost."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Flatten(), torch.nn.Linear(36, 16))
+        self.classifier = torch.nn.Linear(16, 7)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
 
 
 def _sync(device):
@@ -53,7 +69,7 @@ class _EpochTimer(L.Callback):
         self.seconds = time.perf_counter() - self.t0
 
 
-def lightning_epoch(factory, dm, seed, device, precision="32-true", compile=False, channels_last=True,
+def lightning_epoch(factory, dm, seed, device, precision="32-true", compile: bool | str = False, channels_last=True,
                     epochs=1) -> float:
     """Seconds of the last of ``epochs`` epochs."""
     torch.manual_seed(seed)
@@ -71,6 +87,11 @@ def _device_split(dm, device):
     return x.to(device), y.to(device)
 
 
+def _device_batches(dm, device):
+    """The batches the data module's training loader yields (epoch 0), ordered on ``device``."""
+    return ShuffledBatches(len(dm.split("train")[1]), dm.batch_size, dm.seed, device)
+
+
 def plain_epoch(factory, dm, seed, device) -> float:
     torch.manual_seed(seed)
     net = factory().to(device, memory_format=torch.channels_last)
@@ -79,8 +100,7 @@ def plain_epoch(factory, dm, seed, device) -> float:
     net.train()
     _sync(device)
     t0 = time.perf_counter()
-    for idx in dm.train_dataloader().sampler:
-        idx = idx.to(device)
+    for idx in _device_batches(dm, device):
         x, y = images[idx], labels[idx]
         x = dm.augment(x.float().div_(255.0))
         x = ((x - MEAN) / STD).contiguous(memory_format=torch.channels_last)
@@ -98,10 +118,9 @@ def loader_rate(dm, device, batches=None) -> float:
     n = 0
     _sync(device)
     t0 = time.perf_counter()
-    for i, idx in enumerate(dm.train_dataloader().sampler):
+    for i, idx in enumerate(_device_batches(dm, device)):
         if batches is not None and i >= batches:
             break
-        idx = idx.to(device)
         x = dm.augment(images[idx].float().div_(255.0))
         x = (x - MEAN) / STD
         n += len(idx)
@@ -204,6 +223,15 @@ def main(argv=None):
         results.append(util.mean >= 90)
         print(f"GPU utilisation during Lightning epochs: {util.mean:.0f} % (target >= 90 %) {verdict(results[-1])}")
 
+    tiny = SyntheticFacesDataModule(num_train=16384, num_val=8, num_test=8, batch_size=32, augment=BatchAugment())
+    tiny.setup()
+    lightning_epoch(TinyNet, tiny, 0, device)  # warm-up
+    steps = len(_device_batches(tiny, device))
+    extra = statistics.median((lightning_epoch(TinyNet, tiny, r, device) - plain_epoch(TinyNet, tiny, r, device))
+                              for r in range(args.rounds)) / steps
+    print(f"framework time per step (TinyNet, batch 32, {steps} steps, median of {args.rounds}): "
+          f"{extra * 1e6:.0f} us more than the plain loop (measured)", flush=True)
+
     for model, (make, side, batch) in MODELS.items():
         mdm = SyntheticFacesDataModule(num_train=max(4 * batch, 512), num_val=8, num_test=8, image_size=side,
                                        batch_size=batch, augment=BatchAugment())
@@ -218,6 +246,8 @@ def main(argv=None):
         base = args.images / lightning_epoch(factory, dm, 0, device)
         runs = {"channels_last off (ratio: on/off)": dict(channels_last=False),
                 "bf16 autocast": dict(precision="bf16-mixed"), "torch.compile": dict(compile=True)}
+        if device.type == "cuda":  # CUDA graphs: a GPU-only mode
+            runs["torch.compile reduce-overhead (CUDA graphs)"] = dict(compile="reduce-overhead")
         for label, kw in runs.items():
             # torch.compile compiles during the first epoch: time the second one
             rate = args.images / lightning_epoch(factory, dm, 0, device, epochs=2 if kw.get("compile") else 1, **kw)

@@ -26,6 +26,19 @@ def run(ctx):
     loaded = [load_npz(p) for p in members]
     splits = [k[: -len("_probs")] for k in loaded[0] if k.endswith("_probs")
               and all(k in m for m in loaded)]
+    # Members from different pipelines may hold different train/val splits (a 10 % validation
+    # cut of Training in one, PublicTest in another): those splits are left out and said so; a
+    # split must hold the same labels in every member to be fused.
+    misaligned = {s: i for s in splits for i, m in enumerate(loaded[1:], start=1)
+                  if not np.array_equal(m[f"{s}_labels"], loaded[0][f"{s}_labels"])}
+    splits = [s for s in splits if s not in misaligned]
+    if not splits:
+        s, i = next(iter(misaligned.items()))
+        raise UserError(f"{members[i]}: split '{s}' is not aligned with {members[0]} (different labels), "
+                        f"nor is any other split: the members were evaluated on different data")
+    if misaligned:
+        print(f"[{ctx.name}] split(s) {', '.join(misaligned)} differ between members (different labels): "
+              f"fused on {', '.join(splits)} only")
     probs, metrics = {}, {m: {} for m in methods}
     weights = None
     if "weighted" in methods:
@@ -37,10 +50,6 @@ def run(ctx):
         metrics["weighted"] = {"weights": weights.tolist(), "fit_split": fit}
     for split in splits:
         labels = loaded[0][f"{split}_labels"]
-        for i, m in enumerate(loaded[1:], start=1):
-            if not np.array_equal(m[f"{split}_labels"], labels):
-                raise UserError(f"{members[i]}: split '{split}' is not aligned with {members[0]} "
-                                f"(different labels): the members were evaluated on different data")
         probs[f"{split}_labels"] = labels
         for method in methods:
             fused = fuse_scores([m[f"{split}_probs"] for m in loaded], method, weights)

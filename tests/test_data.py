@@ -4,6 +4,7 @@ import torch
 
 from conftest import write_fer_csv
 from fer_lightning.data import BatchAugment, FER2013DataModule, ImageFolderDataModule, SyntheticFacesDataModule
+from fer_lightning.data.base import OrderedBatches, ShuffledBatches
 from fer_lightning.data.fer2013 import load_fer2013, read_fer2013_csv
 from fer_lightning.errors import UserError
 
@@ -83,6 +84,23 @@ def test_batches_are_normalised_and_augmented_on_device():
     assert out.dtype == torch.float32 and -3 < out.mean() < 3
     aug = BatchAugment()(x.float())
     assert aug.shape == x.shape and not torch.equal(aug, x.float())
+
+
+def test_index_batches_are_the_same_wherever_they_are_made():
+    # On a GPU the epoch's order is moved there once (no blocking copy per batch); the batches
+    # must be the ones the CPU would make, so results do not depend on where indices live.
+    cpu = torch.device("cpu")
+    host = [b.tolist() for b in ShuffledBatches(70, 32, seed=3)]
+    assert host == [b.tolist() for b in ShuffledBatches(70, 32, seed=3, device=cpu)]
+    assert sorted(i for b in host for i in b) == list(range(70)) and [len(b) for b in host] == [32, 32, 6]
+    later = ShuffledBatches(70, 32, seed=3)
+    later.set_epoch(1)
+    assert [b.tolist() for b in later] != host
+    assert [b.tolist() for b in OrderedBatches(70, 32, device=cpu)] == [list(range(0, 32)), list(range(32, 64)),
+                                                                       list(range(64, 70))]
+    dm = SyntheticFacesDataModule(num_train=70, num_val=14, num_test=14, batch_size=32)
+    dm.setup()
+    assert [len(y) for _, y in dm.val_dataloader()] == [14]
 
 
 def test_synthetic_faces_are_deterministic_and_balanced():

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -101,3 +102,9 @@ def test_fusion_checkpoint_is_self_contained(tmp_path):
     fusion.net.eval()
     assert torch.allclose(reloaded(x), fusion.net(x))
     assert "checkpoints" not in str(torch.load(tmp_path / "fusion.ckpt", weights_only=False)["hyper_parameters"])
+
+
+def test_compile_modes_are_checked_when_the_module_is_built():
+    ClassifierModule(CNN2(), compile="reduce-overhead")  # compiles lazily: nothing runs here
+    with pytest.raises(ValueError, match="model.compile: .*reduce-overhead"):
+        ClassifierModule(CNN2(), compile="fast")

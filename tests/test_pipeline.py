@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from fer_lightning.errors import UserError
@@ -191,3 +192,39 @@ def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_ru
     assert (tmp_path / "fail" / "cnn1" / "manifest.json").exists()
     assert not (tmp_path / "fail" / "cnn2" / "manifest.json").exists()
     assert not (tmp_path / "fail" / "fusion").exists()
+
+
+def test_file_inputs_fuse_the_artifacts_of_other_runs(tmp_path, monkeypatch):
+    # An ensemble across pipelines: score fusion of probs.npz files other runs wrote. A file's
+    # content is part of the key: unchanged → cached, changed → re-run; missing → one-line error.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 50)
+    for name, n_train in (("a", 30), ("b", 40)):  # different train splits: left out, not an error
+        (tmp_path / "other" / name).mkdir(parents=True)
+        probs = {f"{s}_probs": rng.dirichlet(np.ones(7), 50).astype(np.float32) for s in ("public_test", "test")}
+        np.savez(tmp_path / "other" / name / "probs.npz", public_test_labels=labels, test_labels=labels,
+                 train_labels=np.zeros(n_train, int), train_probs=np.full((n_train, 7), 1 / 7), **probs)
+    (tmp_path / "ensemble.yaml").write_text(
+        "name: ensemble\n"
+        "stages:\n"
+        "  fused:\n"
+        "    kind: score_fusion\n"
+        "    inputs: {members: [other/a/probs.npz, other/b/probs.npz]}\n"
+        "    params: {methods: [mean, weighted]}\n")
+    out = tmp_path / "runs"
+    assert _ran(_run(tmp_path / "ensemble.yaml", out)) == ["fused"]
+    metrics = json.loads((out / "fused" / "metrics.json").read_text())
+    a, b = (np.load(tmp_path / "other" / n / "probs.npz")["test_probs"] for n in "ab")
+    assert metrics["mean"]["test"]["acc"] == pytest.approx((((a + b) / 2).argmax(1) == labels).mean())
+    assert sorted(metrics["mean"]) == ["public_test", "test"]
+    assert _ran(_run(tmp_path / "ensemble.yaml", out)) == []
+    np.savez(tmp_path / "other" / "b" / "probs.npz", public_test_labels=labels, test_labels=labels,
+             public_test_probs=a, test_probs=a)
+    assert _ran(_run(tmp_path / "ensemble.yaml", out)) == ["fused"]
+    np.savez(tmp_path / "other" / "b" / "probs.npz", test_labels=(labels + 1) % 7, test_probs=a)
+    with pytest.raises(UserError, match="split 'test' is not aligned .* nor is any other split"):
+        _run(tmp_path / "ensemble.yaml", out)
+    monkeypatch.chdir(tmp_path / "other")  # a --set path is relative to the working directory
+    assert load_pipeline(tmp_path / "ensemble.yaml", sets=["stages.fused.inputs.members=[a/probs.npz, b/probs.npz]"])
+    with pytest.raises(UserError, match="stages.fused.inputs: file '.*other/c/probs.npz' does not exist"):
+        load_pipeline(tmp_path / "ensemble.yaml", sets=["stages.fused.inputs.members=[a/probs.npz, c/probs.npz]"])

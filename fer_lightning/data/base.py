@@ -1,7 +1,7 @@
 """The in-memory tensor DataModule every dataset builds on.
 
 A dataset of 48×48 grey faces is small (FER2013 is 83 MB as uint8), so each split is held as one
-uint8 tensor. Batches are index slices of it, built by a BatchSampler, with no per-sample work.
+uint8 tensor. Batches are index slices of it, built by a batch sampler, with no per-sample work.
 Conversion to float, normalisation and augmentation run on whole batches after the batch reaches
 its device (`on_after_batch_transfer`).
 """
@@ -9,7 +9,7 @@ its device (`on_after_batch_transfer`).
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer_lightning import CLASS_NAMES, MEAN, STD
 from fer_lightning.data.augment import BatchAugment
@@ -32,17 +32,35 @@ class _IndexedTensors(Dataset):
 
 class ShuffledBatches(Sampler):
     """Shuffled batches of indices whose order depends only on (seed, epoch): a run resumed from a
-    checkpoint sees exactly the batches an uninterrupted run would. Lightning calls set_epoch."""
+    checkpoint sees exactly the batches an uninterrupted run would. Lightning calls set_epoch.
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+    With ``device`` the whole epoch's order moves there once: copying each batch's indices from
+    the host instead is a blocking copy, which waits for the GPU to finish every queued step and
+    so stops the CPU from running ahead of it (the order is still drawn on the CPU, so it is the
+    same on every device)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | None = None):
+        self.n, self.batch_size, self.seed, self.epoch, self.device = n, batch_size, seed, 0, device
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        yield from torch.randperm(self.n, generator=gen).split(self.batch_size)
+        yield from torch.randperm(self.n, generator=gen).to(self.device).split(self.batch_size)
+
+    def __len__(self):
+        return -(-self.n // self.batch_size)
+
+
+class OrderedBatches(Sampler):
+    """Batches of indices in order (evaluation), made on ``device`` like :class:`ShuffledBatches`."""
+
+    def __init__(self, n: int, batch_size: int, device: torch.device | None = None):
+        self.n, self.batch_size, self.device = n, batch_size, device
+
+    def __iter__(self):
+        yield from torch.arange(self.n, device=self.device).split(self.batch_size)
 
     def __len__(self):
         return -(-self.n // self.batch_size)
@@ -104,11 +122,13 @@ class TensorDataModule(L.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if device is not None and device.type == "cuda":
             images, labels = images.to(device), labels.to(device)
+        else:
+            device = None
         ds = _IndexedTensors(images, labels)
         if train:
-            sampler = ShuffledBatches(len(ds), self.batch_size, self.seed)
+            sampler = ShuffledBatches(len(ds), self.batch_size, self.seed, device)
         else:
-            sampler = BatchSampler(SequentialSampler(ds), self.eval_batch_size, drop_last=False)
+            sampler = OrderedBatches(len(ds), self.eval_batch_size, device)
         # batch_size=None: the sampler already yields whole batches of indices. A private generator:
         # creating an iterator draws a seed from it, and drawing from the global RNG instead would
         # shift augmentation and dropout randomness when a run resumes from a checkpoint.
@@ -125,6 +145,12 @@ class TensorDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader(self.predict_split, train=False)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # A batch is always (images, labels): two direct moves (no-ops when the split already lives
+        # on the device) instead of Lightning's generic walk over the batch structure.
+        x, y = batch
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         x, y = batch

@@ -26,7 +26,7 @@ import fer_lightning
 from fer_lightning.artifacts import (atomic_write_json, atomic_write_text, fingerprint_path, sha256_file,
                                     sha256_json)
 from fer_lightning.errors import UserError
-from fer_lightning.pipeline.spec import Pipeline, Stage, iter_refs
+from fer_lightning.pipeline.spec import Pipeline, Stage, is_file_ref, iter_refs
 
 
 @dataclass
@@ -92,10 +92,14 @@ def _data_deps(config: dict, fingerprints: _Fingerprints) -> dict:
     return deps
 
 
-def _input_refs(stage: Stage, out_root: Path) -> dict:
-    """``{"cnn1.checkpoint": (path, sha256)}`` from the upstream manifests."""
+def _input_refs(stage: Stage, out_root: Path, fingerprints: "_Fingerprints") -> dict:
+    """``{"cnn1.checkpoint": (path, sha256)}`` from the upstream manifests; a file input's hash
+    is its content's."""
     refs = {}
     for ref in iter_refs(stage.inputs):
+        if is_file_ref(ref):
+            refs[ref] = (Path(ref), fingerprints.of(Path(ref)))
+            continue
         up, _, out = ref.partition(".")
         o = _read_manifest(out_root / up)["outputs"][out]
         refs[ref] = (out_root / up / o["path"], o["sha256"])
@@ -347,7 +351,8 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 log(f"[run]    {name:<14} ({stage.kind}) upstream will re-run")
                 reran.add(name)
                 return None
-            refs = _input_refs(stage, out_root) if all(statuses[d] != "skipped" for d in stage.deps) else None
+            ready = all(statuses[d] != "skipped" for d in stage.deps)
+            refs = _input_refs(stage, out_root, fingerprints) if ready else None
             key = None if refs is None else _stage_key(stage, refs, version, fingerprints)
             done, why = _check_done(stage_dir, key) if key else (False, "inputs not finished")
             if only and name not in only:

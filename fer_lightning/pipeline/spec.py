@@ -20,6 +20,9 @@
         foreach: {data.init_args.fold: [0, 1, 2]}   # one stage per value: mobilenet@0, ...
 
 An input is ``<stage>.<output>``; inputs may be a single reference, a list or a mapping of them.
+An input with a ``/`` in it is a file instead — an artifact of another run, e.g.
+``../runs/fer2013_vgg1x1/vgg1x1/probs.npz`` (relative to the pipeline file; in ``--set``, to the
+working directory) — and its content is part of the stage's key like any input's.
 Each stage kind says which of the shared ``seed``/``trainer``/``data`` it receives (``SHARED``).
 
 ``foreach`` (cross-validation folds, seeds, ...) runs a stage once per value. A dotted key
@@ -71,14 +74,31 @@ def _load_with_base(path: Path, seen=()) -> dict:
 
 
 def _absolutise(doc: dict, here: Path) -> dict:
-    """Stage config file paths are relative to the YAML that names them."""
+    """Stage config files and file inputs are relative to the YAML that names them."""
     for name, st in (doc.get("stages") or {}).items():
         if isinstance(st, dict) and "config" in st:
             files = st["config"] if isinstance(st["config"], list) else [st["config"]]
             if not all(isinstance(f, str) for f in files):
                 raise UserError(f"stages.{name}.config: expected a file path or a list of them")
             st["config"] = [str((here / f).resolve()) for f in files]
+        if isinstance(st, dict) and "inputs" in st:
+            st["inputs"] = _resolve_files(st["inputs"], here)
     return doc
+
+
+def is_file_ref(ref: str) -> bool:
+    """``<stage>.<output>`` names another stage's artifact; anything with a ``/`` is a file."""
+    return "/" in ref
+
+
+def _resolve_files(inputs, here: Path):
+    if isinstance(inputs, str):
+        return str((here / inputs).resolve()) if is_file_ref(inputs) else inputs
+    if isinstance(inputs, list):
+        return [_resolve_files(x, here) for x in inputs]
+    if isinstance(inputs, dict):
+        return {k: _resolve_files(v, here) for k, v in inputs.items()}
+    return inputs
 
 
 def iter_refs(inputs):
@@ -174,7 +194,12 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
         if not isinstance(params, dict):
             raise UserError(f"{path}: stages.{name}.params must be a mapping")
         cfg = deep_merge(cfg, params)
+        st["inputs"] = _resolve_files(st.get("inputs"), Path.cwd())  # those --set added
         for ref in iter_refs(st.get("inputs")):
+            if is_file_ref(ref):
+                if not Path(ref).is_file():
+                    raise UserError(f"{path}: stages.{name}.inputs: file '{ref}' does not exist")
+                continue
             up, _, out = ref.partition(".")
             if up not in raw:
                 raise UserError(f"{path}: stages.{name}.inputs: '{ref}' names a missing stage '{up}'")
@@ -194,7 +219,7 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
             inputs = _bind(st.get("inputs"), loops, value if key is not None else None)
             deps = []
             for ref in iter_refs(inputs):
-                if (up := ref.partition(".")[0]) not in deps:
+                if not is_file_ref(ref) and (up := ref.partition(".")[0]) not in deps:
                     deps.append(up)
             copy_name = name if key is None else f"{name}@{value}"
             stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps)
@@ -221,7 +246,7 @@ def _bind(inputs, loops: dict, value):
     a copy, else the list of every copy."""
     if isinstance(inputs, str):
         up, _, out = inputs.partition(".")
-        if not loops.get(up):
+        if is_file_ref(inputs) or not loops.get(up):
             return inputs
         if value is not None:
             return f"{up}@{value}.{out}"

@@ -7,7 +7,8 @@
 #
 # Results collect in /tmp/res (kept while the machine stays warm) and come back in $OUT: each
 # pipeline's <step>_run.tgz (metrics, probabilities, stage logs), logs.tgz (logs and reports).
-# THEN names the gpu_session.sh steps run side by side after the paper-000 DAG (default
+# COMPARE_JOBS=1 also trains paper 000's CNNs one after the other (--jobs 1), to measure what
+# running them side by side on the one GPU gains. THEN names the gpu_session.sh steps run side by side after the paper-000 DAG (default
 # "vgg1x1 recipes"); the recipes run at RECIPE_EPOCHS (default 40) epochs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,12 @@ if [ "$what" = first ]; then
   { time timeout "$(cap 60 120)" python3 -m fer_lightning pipeline run configs/pipelines/fer2013_fusion.yaml --data /tmp/fer2013.csv \
       --out runs/gpu/fusion --jobs "${FUSION_JOBS:-3}" > "$OUT/cached.log" 2>&1; } 2>> "$OUT/cached_seconds.txt"
   note "re-run of the paper-000 DAG: $(tail -1 "$OUT/cached_seconds.txt") s"
+  if [ "${COMPARE_JOBS:-0}" = 1 ]; then  # the three CNNs one after the other, for the side-by-side gain
+    { time timeout "$(cap 240 150)" python3 -m fer_lightning pipeline run configs/pipelines/fer2013_fusion.yaml \
+        --data /tmp/fer2013.csv --out runs/gpu/fusion_jobs1 --jobs 1 --only cnn1 --only cnn2 --only cnn3 \
+        > "$OUT/jobs1.log" 2>&1; } 2>> "$OUT/jobs1_seconds.txt"
+    note "paper-000 CNNs with --jobs 1: $(tail -1 "$OUT/jobs1_seconds.txt") s (side by side: see fusion.log)"
+  fi
 fi
 pids=()
 for step in ${THEN:-vgg1x1 recipes}; do

@@ -153,7 +153,7 @@ def test_interrupted_training_resumes_from_last_checkpoint_with_identical_result
         assert resumed[split]["confusion"] == straight[split]["confusion"]
 
 
-def test_auto_plan_on_the_cpu_fills_every_core_up_to_one_extra_slot(monkeypatch):
+def test_auto_plan_fills_every_core_up_to_one_extra_slot_and_shares_a_gpu(monkeypatch):
     import torch
 
     import fer_lightning
@@ -165,6 +165,11 @@ def test_auto_plan_on_the_cpu_fills_every_core_up_to_one_extra_slot(monkeypatch)
     assert {w: (len(slots), threads) for w, (slots, threads) in plans.items()} == \
         {1: (1, 2), 2: (2, 1), 3: (3, 1), 8: (3, 1)}
     assert len(plan_slots(5, 3)[0]) == 5 and plan_slots(1, 3) == ([{}], 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one GPU: up to 3 side by side
+    assert [len(plan_slots("auto", w)[0]) for w in (1, 2, 3, 8)] == [1, 2, 3, 3]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # several: one stage per GPU
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in plan_slots("auto", 8)[0]] == ["0", "1", "2", "3"]
     with pytest.raises(UserError, match="jobs: '0'"):
         plan_slots(0, 3)
 

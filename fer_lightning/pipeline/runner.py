@@ -260,7 +260,8 @@ def plan_slots(jobs, width: int) -> tuple[list[dict], int]:
     """Where independent stages run: the environment of each concurrent slot, and the CPU threads
     each stage gets. ``jobs``: ``"auto"`` or a number.
 
-    auto: one slot per GPU when there are several; one slot on a single GPU; on the CPU one slot
+    auto: one slot per GPU when there are several; on a single GPU up to three stages side by side
+    (one small CNN's training kept an H200 only 30 % busy: README, Performance); on the CPU one slot
     per stage that can run at once (the DAG's width), up to one more than the cores: with exactly
     one per core, the last stage of a round runs alone on its share of threads while the other
     cores idle (measured on 2 cores, README: Performance: two 1-thread stages side by side finish
@@ -275,7 +276,7 @@ def plan_slots(jobs, width: int) -> tuple[list[dict], int]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = visible.split(",")[:gpus] if visible else [str(i) for i in range(gpus)]
     if jobs in (None, "auto"):
-        n = (gpus if gpus >= 2 else 1) if gpus else max(1, min(cores + 1, width))
+        n = (gpus if gpus >= 2 else min(3, width)) if gpus else max(1, min(cores + 1, width))
     else:
         try:
             n = int(jobs)

@@ -22,8 +22,9 @@ def pipeline_main(argv) -> int:
     ap.add_argument("--from", dest="from_stage", metavar="STAGE",
                     help="re-run this stage and everything downstream of it")
     ap.add_argument("--force", action="store_true", help="re-run every stage")
-    ap.add_argument("--jobs", help="independent stages run at once: 'auto' (default: one per GPU, "
-                    "or on the CPU the DAG's width, at most cores + 1) or a number; 1 = one after the other")
+    ap.add_argument("--jobs", help="independent stages run at once: 'auto' (default: one per GPU when "
+                    "there are several, up to 3 on one GPU, on the CPU the DAG's width, at most cores + 1) "
+                    "or a number; 1 = one after the other")
     ap.add_argument("--threads", type=int, help="torch CPU threads per stage (default: the cores "
                     "divided among the stages that run at once)")
     args = ap.parse_args(argv)

@@ -24,11 +24,11 @@ if [ "$what" = first ]; then
   STEP_TIMEOUT=$(cap 120 300) BENCH_ARGS="--images 32768" bash bench/gpu_session.sh bench > /dev/null
   note "bench done"
   # GPU utilisation while the DAG runs (its CNNs side by side), sampled every 0.2 s
-  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 > "$OUT/dag_util.txt" 2>/dev/null &
+  nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 > "$OUT/dag_util.txt" 2>/dev/null &
   smi=$!
   JOBS=${FUSION_JOBS:-3} STEP_TIMEOUT=$(cap 270 150) bash bench/gpu_session.sh fusion
   kill $smi 2>/dev/null
-  note "paper-000 DAG done or stopped; GPU utilisation while it ran: mean $(awk '{s+=$1; n++} END {if (n) printf "%.0f %% of %d samples", s/n, n}' "$OUT/dag_util.txt")"
+  note "paper-000 DAG done or stopped; GPU utilisation while it ran (probes included): mean $(awk -F", " '{s+=$2; n++} END {if (n) printf "%.0f %% of %d samples", s/n, n}' "$OUT/dag_util.txt")"
   cp "$OUT/fusion.log" "$OUT/fusion_first.log"
   { time timeout "$(cap 60 120)" python3 -m fer_lightning pipeline run configs/pipelines/fer2013_fusion.yaml --data /tmp/fer2013.csv \
       --out runs/gpu/fusion --jobs "${FUSION_JOBS:-3}" > "$OUT/cached.log" 2>&1; } 2>> "$OUT/cached_seconds.txt"

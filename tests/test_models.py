@@ -108,3 +108,28 @@ def test_compile_modes_are_checked_when_the_module_is_built():
     ClassifierModule(CNN2(), compile="reduce-overhead")  # compiles lazily: nothing runs here
     with pytest.raises(ValueError, match="model.compile: .*reduce-overhead"):
         ClassifierModule(CNN2(), compile="fast")
+
+
+def test_logged_training_loss_is_the_epoch_mean_over_images():
+    # The module sums the loss itself and logs once per epoch (cheaper than a self.log per step):
+    # the value must be the image-weighted mean of the steps' losses, as Lightning's was.
+    import lightning as L
+
+    from fer_lightning.data import SyntheticFacesDataModule
+
+    class Steps(L.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen.append((float(outputs["loss"]), len(batch[1])))
+
+    dm = SyntheticFacesDataModule(num_train=40, num_val=8, num_test=8, batch_size=16)  # batches 16, 16, 8
+    steps = Steps()
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[steps])
+    trainer.fit(ClassifierModule(CNN2(widths=[4, 4, 8, 8], fc=[8])), datamodule=dm)
+    last = steps.seen[3:]  # the second epoch's three steps
+    assert [n for _, n in last] == [16, 16, 8]
+    expected = sum(loss * n for loss, n in last) / 40
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected, rel=1e-5)

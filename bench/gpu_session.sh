@@ -7,6 +7,7 @@
 #   there:  bash bench/gpu_session.sh STEP         # with carry: [.carry]
 #
 # STEP: bench (overhead, data path, switches, GPU utilisation) | fusion (paper 000, 40 epochs) |
+#       fusion_light (the same, conv dropout 0.1) |
 #       vgg1x1 (paper 002) | attention (paper 004) | hybrid (paper 003) | recipes (issue 8) |
 #       ferplus (the recipes on FER+ soft votes)
 # PIPE_ARGS adds `pipeline run` options (e.g. "--set trainer.max_epochs=40"; keep them the same to
@@ -16,7 +17,7 @@
 # What comes back in $OUT: <step>.log (per-stage times, DAG wall time) and <step>_report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step=${1:?usage: bash bench/gpu_session.sh prepare|bench|fusion|vgg1x1|attention|hybrid|recipes|ferplus}
+step=${1:?usage: bash bench/gpu_session.sh prepare|bench|fusion|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus}
 SHARED=${SHARED:-../shared}
 
 if [ "$step" = prepare ]; then
@@ -53,6 +54,7 @@ pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs
 case $step in
   bench) timeout "${STEP_TIMEOUT:-540}" python3 bench/overhead.py --switches ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
   fusion) pipeline fer2013_fusion ;;
+  fusion_light) pipeline fer2013_fusion_light_dropout ;;
   vgg1x1) pipeline fer2013_vgg1x1 ;;
   attention) pipeline fer2013_attention ;;
   hybrid) pipeline fer2013_hybrid ;;

@@ -45,8 +45,10 @@ pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs
     --out "runs/gpu/$step" --jobs "${JOBS:-auto}" "$@" ${PIPE_ARGS:-} 2>&1 | grep -v "^wandb\|Tip:" | tail -200 > "$OUT/$step.log"
   set -e
   python3 bench/stage_times.py "runs/gpu/$step" >> "$OUT/$step.log"
-  # metrics, probabilities and stage logs come back; checkpoints and features stay (size limits)
-  tar czf "$OUT/${step}_run.tgz" --exclude='*.ckpt' --exclude=features.npz --exclude=wandb "runs/gpu/$step"
+  # metrics, probabilities and stage logs come back; checkpoints, features and fused probabilities
+  # (re-made from the members' by the score-fusion stage) stay: a file that comes back is <= 16 MB
+  tar czf "$OUT/${step}_run.tgz" --exclude='*.ckpt' --exclude=features.npz --exclude=wandb \
+    --exclude='*/ensemble/probs.npz' --exclude='*/score_fusion/probs.npz' "runs/gpu/$step"
   cp "runs/gpu/$step/report/report.md" "$OUT/${step}_report.md" 2>/dev/null \
     || echo "$step: not finished yet: run the step again"
 }

@@ -10,7 +10,8 @@
    device, at the model's input size) vs the model's training step (target: loader >= 10x faster).
 3. Switches (``--switches``): channels_last, bf16 autocast (``precision: bf16-mixed``) and
    ``torch.compile`` (``model.compile``; on a GPU also its CUDA-graph mode ``reduce-overhead``),
-   each as a ratio of Lightning images/s to the same run without it. On a GPU, utilisation during the Lightning epochs is sampled with nvidia-smi.
+   each as a ratio of Lightning images/s to the same run without it. On a GPU, utilisation during
+   the Lightning epochs is sampled with nvidia-smi.
 
     python bench/overhead.py [--device auto] [--model CNN2] [--images 8192] [--rounds 3] [--switches]
 """
@@ -69,8 +70,8 @@ class _EpochTimer(L.Callback):
         self.seconds = time.perf_counter() - self.t0
 
 
-def lightning_epoch(factory, dm, seed, device, precision="32-true", compile: bool | str = False, channels_last=True,
-                    epochs=1) -> float:
+def lightning_epoch(factory, dm, seed, device, precision="32-true", compile: bool | str = False,
+                    channels_last=True, epochs=1) -> float:
     """Seconds of the last of ``epochs`` epochs."""
     torch.manual_seed(seed)
     module = ClassifierModule(factory(), compile=compile, channels_last=channels_last)

@@ -30,31 +30,10 @@ class _IndexedTensors(Dataset):
         return self.images[idx], self.labels[idx]
 
 
-class ShuffledBatches(Sampler):
-    """Shuffled batches of indices whose order depends only on (seed, epoch): a run resumed from a
-    checkpoint sees exactly the batches an uninterrupted run would. Lightning calls set_epoch.
-
-    With ``device`` the whole epoch's order moves there once: copying each batch's indices from
-    the host instead is a blocking copy, which waits for the GPU to finish every queued step and
-    so stops the CPU from running ahead of it (the order is still drawn on the CPU, so it is the
-    same on every device)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | None = None):
-        self.n, self.batch_size, self.seed, self.epoch, self.device = n, batch_size, seed, 0, device
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        yield from torch.randperm(self.n, generator=gen).to(self.device).split(self.batch_size)
-
-    def __len__(self):
-        return -(-self.n // self.batch_size)
-
-
 class OrderedBatches(Sampler):
-    """Batches of indices in order (evaluation), made on ``device`` like :class:`ShuffledBatches`."""
+    """Batches of indices in order (evaluation). With ``device`` they are made there: copying each
+    batch's indices from the host instead is a blocking copy, which waits for the GPU to finish
+    every queued step and so stops the CPU from running ahead of it."""
 
     def __init__(self, n: int, batch_size: int, device: torch.device | None = None):
         self.n, self.batch_size, self.device = n, batch_size, device
@@ -64,6 +43,24 @@ class OrderedBatches(Sampler):
 
     def __len__(self):
         return -(-self.n // self.batch_size)
+
+
+class ShuffledBatches(OrderedBatches):
+    """Shuffled batches of indices whose order depends only on (seed, epoch): a run resumed from a
+    checkpoint sees exactly the batches an uninterrupted run would. Lightning calls set_epoch.
+    The order is drawn on the CPU (so it is the same on every device) and moved to ``device`` once
+    per epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | None = None):
+        super().__init__(n, batch_size, device)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(self.n, generator=gen).to(self.device).split(self.batch_size)
 
 
 class TensorDataModule(L.LightningDataModule):

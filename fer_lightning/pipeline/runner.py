@@ -26,7 +26,7 @@ import fer_lightning
 from fer_lightning.artifacts import (atomic_write_json, atomic_write_text, fingerprint_path, sha256_file,
                                     sha256_json)
 from fer_lightning.errors import UserError
-from fer_lightning.pipeline.spec import Pipeline, Stage, is_file_ref, iter_refs
+from fer_lightning.pipeline.spec import Pipeline, Stage, is_file_ref, iter_refs, map_refs
 
 
 @dataclass
@@ -116,13 +116,7 @@ def _stage_key(stage: Stage, refs: dict, version: dict, fingerprints: "_Fingerpr
 
 def _substitute(inputs, refs: dict):
     """The declared inputs structure with each reference replaced by its path."""
-    if isinstance(inputs, str):
-        return str(refs[inputs][0])
-    if isinstance(inputs, list):
-        return [_substitute(x, refs) for x in inputs]
-    if isinstance(inputs, dict):
-        return {k: _substitute(v, refs) for k, v in inputs.items()}
-    return None
+    return map_refs(inputs, lambda ref: str(refs[ref][0]))
 
 
 def _read_manifest(stage_dir: Path) -> dict | None:

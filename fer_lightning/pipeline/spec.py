@@ -92,12 +92,18 @@ def is_file_ref(ref: str) -> bool:
 
 
 def _resolve_files(inputs, here: Path):
+    return map_refs(inputs, lambda ref: str((here / ref).resolve()) if is_file_ref(ref) else ref)
+
+
+def map_refs(inputs, fn):
+    """The inputs structure (a reference, a list or a mapping of them) with ``fn`` applied to each
+    reference."""
     if isinstance(inputs, str):
-        return str((here / inputs).resolve()) if is_file_ref(inputs) else inputs
+        return fn(inputs)
     if isinstance(inputs, list):
-        return [_resolve_files(x, here) for x in inputs]
+        return [map_refs(x, fn) for x in inputs]
     if isinstance(inputs, dict):
-        return {k: _resolve_files(v, here) for k, v in inputs.items()}
+        return {k: map_refs(v, fn) for k, v in inputs.items()}
     return inputs
 
 
@@ -244,18 +250,15 @@ def _foreach(spec, where: str):
 def _bind(inputs, loops: dict, value):
     """Point references at foreach copies: the copy of ``value`` when the referring stage is itself
     a copy, else the list of every copy."""
-    if isinstance(inputs, str):
-        up, _, out = inputs.partition(".")
-        if is_file_ref(inputs) or not loops.get(up):
-            return inputs
+    def bind(ref):
+        up, _, out = ref.partition(".")
+        if is_file_ref(ref) or not loops.get(up):
+            return ref
         if value is not None:
             return f"{up}@{value}.{out}"
         return [f"{up}@{v}.{out}" for v in loops[up][1]]
-    if isinstance(inputs, list):
-        return [_bind(x, loops, value) for x in inputs]
-    if isinstance(inputs, dict):
-        return {k: _bind(v, loops, value) for k, v in inputs.items()}
-    return inputs
+
+    return map_refs(inputs, bind)
 
 
 def _toposort(stages: dict, path) -> dict:

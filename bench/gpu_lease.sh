@@ -7,9 +7,10 @@
 #
 # Results collect in /tmp/res (kept while the machine stays warm) and come back in $OUT: each
 # pipeline's <step>_run.tgz (metrics, probabilities, stage logs), logs.tgz (logs and reports).
+# FUSION=0 leaves out the paper-000 DAG and its re-runs (measured on the first lease).
 # COMPARE_JOBS=1 also trains paper 000's CNNs one after the other (--jobs 1), to measure what
 # running them side by side on the one GPU gains. THEN names the gpu_session.sh steps run side by side after the paper-000 DAG (default
-# "vgg1x1 recipes"); the recipes run at RECIPE_EPOCHS (default 40) epochs.
+# "vgg1x1 recipes"); the recipes, ferplus and sota steps run RECIPE_EPOCHS (default 40) epochs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: bash bench/gpu_lease.sh first|more SECONDS}
@@ -23,6 +24,8 @@ cap() { local l=$((deadline - SECONDS - $2)); echo $(( l < $1 ? (l > 1 ? l : 1) 
 if [ "$what" = first ]; then
   STEP_TIMEOUT=$(cap 120 300) BENCH_ARGS="--images 32768" bash bench/gpu_session.sh bench > /dev/null
   note "bench done"
+fi
+if [ "$what" = first ] && [ "${FUSION:-1}" = 1 ]; then  # FUSION=0: leave paper 000's DAG out
   # GPU utilisation while the DAG runs (its CNNs side by side), sampled every 0.2 s
   nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 > "$OUT/dag_util.txt" 2>/dev/null &
   smi=$!
@@ -43,7 +46,7 @@ fi
 pids=()
 for step in ${THEN:-vgg1x1 recipes}; do
   extra=""
-  [ "$step" = recipes ] || [ "$step" = ferplus ] && extra="--set trainer.max_epochs=${RECIPE_EPOCHS:-40}"
+  case $step in recipes|ferplus|sota) extra="--set trainer.max_epochs=${RECIPE_EPOCHS:-40}" ;; esac
   STEP_TIMEOUT=$(cap 600 25) JOBS=${RECIPE_JOBS:-4} PIPE_ARGS="$extra" bash bench/gpu_session.sh "$step" > /dev/null &
   pids+=($!)
 done

@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from fer_lightning import MEAN, STD
 from fer_lightning.data import BatchAugment, SyntheticFacesDataModule
 from fer_lightning.data.base import ShuffledBatches
-from fer_lightning.models import CNN1, CNN2, CNN3, MultiScaleAttentionCNN, TorchvisionNet, VGG1x1
+from fer_lightning.models import CNN1, CNN2, CNN3, MultiScaleAttentionCNN, ResNet, TorchvisionNet, VGG1x1, VGGNet
 from fer_lightning.module import ClassifierModule
 
 # name -> (factory, input side the data module delivers, training batch size)
 MODELS = {
     "CNN1": (CNN1, 48, 256), "CNN2": (CNN2, 48, 256), "CNN3": (CNN3, 48, 256),
-    "VGG1x1": (VGG1x1, 48, 64),
+    "VGG1x1": (VGG1x1, 48, 64), "VGGNet": (VGGNet, 48, 64), "ResNet18": (ResNet, 48, 64),
     "MultiScaleAttentionCNN": (MultiScaleAttentionCNN, 128, 32),
     "MobileNetV2@224": (lambda: TorchvisionNet("mobilenet_v2", input_size=224), 48, 32),
 }

@@ -12,6 +12,7 @@ from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusion
                                          MulticlassF1Score, MulticlassPrecision, MulticlassRecall)
 
 from fer_lightning.checkpoints import net_spec
+from fer_lightning.errors import UserError
 from fer_lightning.tta import check_tta, tta_probs
 
 
@@ -44,7 +45,8 @@ class ClassifierModule(L.LightningModule):
         optimizer: optimiser factory (``class_path: torch.optim.SGD`` ...); ``None`` is the
             paper's Adam, lr 1e-3. Only parameters that
             require gradients are optimised (a FusionNet trains its head alone).
-        scheduler: optional LR scheduler factory.
+        scheduler: optional LR scheduler factory (``val/acc`` is its monitor); a
+            ``CosineAnnealingLR`` with ``T_max: 0`` spans ``trainer.max_epochs``.
         label_smoothing: cross-entropy label smoothing.
         channels_last: NHWC memory layout for the conv layers (faster on CPU and tensor cores).
         mixup_alpha / cutmix_alpha: > 0 mixes pairs of training images (whole images: mixup;
@@ -194,5 +196,13 @@ class ClassifierModule(L.LightningModule):
                else torch.optim.Adam(params, lr=1e-3))
         if self.scheduler_factory is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt),
-                                                   "monitor": "val/acc"}}
+        scheduler = self.scheduler_factory(opt)
+        # A cosine schedule with T_max 0 spans the whole run, so that `--set trainer.max_epochs=N`
+        # still anneals to 0 (a fixed T_max of 100 in a 40-epoch run stops at 65 % of the lr).
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max <= 0:
+            epochs = self.trainer.max_epochs if self._trainer is not None else None
+            if not epochs or epochs < 1:
+                raise UserError("model.scheduler: CosineAnnealingLR with T_max 0 spans trainer.max_epochs, "
+                                "which is not set: set trainer.max_epochs or a positive T_max")
+            scheduler.T_max = epochs
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/acc"}}

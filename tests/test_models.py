@@ -133,3 +133,65 @@ def test_logged_training_loss_is_the_epoch_mean_over_images():
     assert [n for _, n in last] == [16, 16, 8]
     expected = sum(loss * n for loss, n in last) / 40
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_vggnet_is_four_stages_of_two_convs_then_three_fc_and_rebuilds_from_its_checkpoint(tmp_path):
+    import lightning as L
+
+    from fer_lightning.checkpoints import load_net
+    from fer_lightning.models import VGGNet
+
+    net = VGGNet().eval()
+    assert len(_layers(net, nn.Conv2d)) == 8 and len(_layers(net, nn.MaxPool2d)) == 4
+    assert [m.out_features for m in _layers(net, nn.Linear)] == [4096, 4096, 7]
+    assert net.features[-6].in_features == 512 * 3 * 3       # 48 → 3 after four pools
+    assert 40e6 < sum(p.numel() for p in net.parameters()) < 41e6
+    small = VGGNet(widths=(4, 8, 8, 8), fc=(16, 8), image_size=40)
+    x = torch.randn(3, 1, 40, 40)
+    assert small(x).shape == (3, 7) and small.features(x).shape == (3, 8) and small.feature_dim == 8
+    module = ClassifierModule(small)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "vgg.ckpt")
+    small.eval()
+    assert torch.allclose(load_net(tmp_path / "vgg.ckpt")(x), small(x))
+
+
+def test_resnet_is_torchvisions_with_a_small_stem():
+    from fer_lightning.errors import UserError
+    from fer_lightning.models import ResNet
+
+    net = ResNet("resnet18").eval()
+    convs = _layers(net, nn.Conv2d)
+    assert (convs[0].in_channels, convs[0].kernel_size, convs[0].stride) == (1, (3, 3), (1, 1))
+    assert len(convs) == 20 and 11.1e6 < sum(p.numel() for p in net.parameters()) < 11.3e6  # 17 + 3 shortcuts
+    x = torch.randn(2, 1, 48, 48)
+    assert net(x).shape == (2, 7) and net.features(x).shape == (2, 512) and net.feature_dim == 512
+    # the stages see 24, 12, 6, 3 pixels with the stem's pool, twice that without
+    assert net.features[:8](x).shape[-1] == 3 and ResNet(stem_pool=False).features[:8](x).shape[-1] == 6
+    with pytest.raises(UserError, match="arch: 'resnet50' is not supported"):
+        ResNet("resnet50")
+
+
+def test_cosine_schedule_with_t_max_0_anneals_over_max_epochs():
+    import lightning as L
+
+    from fer_lightning.data import SyntheticFacesDataModule
+    from fer_lightning.errors import UserError
+
+    def cosine(opt):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=0)
+
+    dm = SyntheticFacesDataModule(num_train=16, num_val=8, num_test=8, batch_size=16)
+    module = ClassifierModule(CNN2(widths=[4, 4, 8, 8], fc=[8]), scheduler=cosine,
+                              optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.T_max == 4 and trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    module = ClassifierModule(CNN2(widths=[4, 4, 8, 8], fc=[8]), scheduler=cosine)
+    trainer = L.Trainer(max_epochs=-1, max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(UserError, match="T_max 0 spans trainer.max_epochs"):
+        trainer.fit(module, datamodule=dm)

@@ -168,3 +168,27 @@ def test_recipes_pipeline_end_to_end_on_tiny_ferplus(tmp_path):
     assert m["private_test"]["n"] == 21 - n_nf   # FER+ dropped the not-a-face rows
     report = json.loads((tmp_path / "out/report/report.json").read_text())
     assert len(report["tables"][0]["rows"]) == 11
+
+
+def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
+    # The real ResNet-18 (its widths are torchvision's), a narrow VGG, both with ten-crop TTA.
+    rng = np.random.default_rng(1)
+    usage = [u for u, n in (("Training", 32), ("PublicTest", 14), ("PrivateTest", 14)) for _ in range(n)]
+    csv_path = write_fer_csv(tmp_path / "fer.csv", [(i % 7, rng.integers(0, 256, 48 * 48), u)
+                                                    for i, u in enumerate(usage)])
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(f"base: {ROOT / 'configs/pipelines/fer2013_sota.yaml'}\nname: tiny_sota\n"
+                    f"data: {{init_args: {{csv_path: {csv_path}, batch_size: 16, eval_batch_size: 64}}}}\n"
+                    "trainer: {max_epochs: 1, accelerator: cpu, enable_model_summary: false}\n")
+    small = "{model: {net: {init_args: {widths: [4, 4, 8, 8], fc: [16, 8]}}}}"
+    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
+                           str(tmp_path / "out"), "--threads", "1", f"--set=stages.vggnet.params={small}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for stage in ("vggnet", "resnet18"):
+        m = json.loads((tmp_path / "out" / stage / "metrics.json").read_text())
+        assert m["private_test"]["n"] == 14 and 0 <= m["private_test"]["acc"] <= 1
+    ens = json.loads((tmp_path / "out/ensemble/metrics.json").read_text())
+    assert len(ens["weighted"]["weights"]) == 2
+    report = (tmp_path / "out/report/report.md").read_text()
+    assert "73.28" in report and "ResNet-18" in report

@@ -166,3 +166,24 @@ def test_jaffe_file_names(tmp_path):
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "KA.XX1.1.tiff")
     with pytest.raises(UserError, match="KA.XX1.1.tiff: not a JAFFE file name"):
         read_jaffe(tmp_path)
+
+
+def test_augmentation_grid_is_affine_grids_and_parameters_follow_the_seed():
+    import torch.nn.functional as F
+
+    from fer_lightning.data.augment import affine_grid
+
+    theta = torch.randn(5, 2, 3)
+    torch.testing.assert_close(affine_grid(theta, 7, 9), F.affine_grid(theta, [5, 1, 7, 9], align_corners=False))
+    x = torch.rand(6, 1, 16, 16)
+    aug = BatchAugment(pool=8, pad_crop=2, erase_p=0.5, brightness=0.2)
+    torch.manual_seed(1)
+    first = [aug(x), aug(x), aug(x)]   # 6 + 6 > 8: the second batch draws a new pool
+    assert not torch.equal(first[0], first[1])
+    torch.manual_seed(1)                # a reseed (every epoch start) redraws: the same batches again
+    assert all(torch.equal(a, aug(x)) for a in first)
+    torch.manual_seed(2)
+    assert not torch.equal(first[0], aug(x))
+    aug.reset()                         # a new fit starts afresh even under the same seed
+    torch.manual_seed(1)
+    assert torch.equal(first[0], aug(x))

@@ -132,6 +132,8 @@ class TensorDataModule(L.LightningDataModule):
         return DataLoader(ds, sampler=sampler, batch_size=None, generator=torch.Generator())
 
     def train_dataloader(self):
+        if self.augment is not None:
+            self.augment.reset()  # a new fit draws its own augmentation parameters
         return self._loader("train", train=True)
 
     def val_dataloader(self):

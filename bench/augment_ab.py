@@ -1,0 +1,81 @@
+"""Batch augmentation, this tree's against a commit's: kernel-launching operators per batch (on a
+GPU each is at least one launch, which is what a 48×48 batch's augmentation costs there) and the
+loader path's images/s on this machine (index, float, augment, normalise), alternating the two.
+
+    python bench/augment_ab.py --base 6539083
+"""
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fer_lightning import MEAN, STD  # noqa: E402
+from fer_lightning.data.augment import BatchAugment  # noqa: E402
+
+VIEWS = {"slice", "select", "unsqueeze", "view", "expand", "as_strided", "transpose", "permute", "reshape",
+         "t", "alias", "detach"}
+RECIPES = {"default": {}, "pad_crop 4 + erase_p 0.5": {"pad_crop": 4, "erase_p": 0.5}}
+
+
+def load_base(rev: str):
+    src = subprocess.run(["git", "show", f"{rev}:fer_lightning/data/augment.py"], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    path = Path(tempfile.mkdtemp()) / "base_augment.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("base_augment", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.BatchAugment
+
+
+def loader(images, aug, batch, n):
+    perm = torch.randperm(len(images))
+    for i in range(n):
+        x = images[perm[i * batch:(i + 1) * batch]].float().div_(255.0)
+        x = (aug(x) - MEAN) / STD
+
+
+def kernel_ops(images, aug, batch, n=8):
+    loader(images, aug, batch, 3)  # warm-up (a pooled version draws its pool here)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loader(images, aug, batch, n)
+    return sum(1 for e in prof.events()
+               if e.cpu_parent is None and e.name.startswith("aten::") and e.name[6:] not in VIEWS) / n
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True, help="git revision to compare against")
+    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    base_cls = load_base(args.base)
+    images = torch.randint(0, 256, (28709, 1, 48, 48), dtype=torch.uint8)  # FER2013 Training's size
+    for label, kw in RECIPES.items():
+        for batch in (64, 256):
+            augs = {"base": base_cls(**kw), "this": BatchAugment(**kw)}
+            ops = {k: kernel_ops(images, a, batch) for k, a in augs.items()}
+            times = {k: [] for k in augs}
+            for _ in range(args.rounds):
+                for k, a in augs.items():
+                    t0 = time.perf_counter()
+                    loader(images, a, batch, args.batches)
+                    times[k].append(time.perf_counter() - t0)
+            rate = {k: args.batches * batch / statistics.median(v) for k, v in times.items()}
+            print(f"{label}, batch {batch}: kernel ops per batch {ops['base']:.1f} -> {ops['this']:.1f}; "
+                  f"loader {rate['base']:.0f} -> {rate['this']:.0f} img/s (1 thread, median of {args.rounds}): "
+                  f"{rate['this'] / rate['base']:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -171,7 +171,7 @@ def test_recipes_pipeline_end_to_end_on_tiny_ferplus(tmp_path):
 
 
 def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
-    # The real ResNet-18 (its widths are torchvision's), a narrow VGG, both with ten-crop TTA.
+    # The real ResNet-18 (its widths are torchvision's), a narrow VGG, both with flip TTA.
     rng = np.random.default_rng(1)
     usage = [u for u, n in (("Training", 32), ("PublicTest", 14), ("PrivateTest", 14)) for _ in range(n)]
     csv_path = write_fer_csv(tmp_path / "fer.csv", [(i % 7, rng.integers(0, 256, 48 * 48), u)

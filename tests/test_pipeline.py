@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from fer_lightning.errors import UserError
 from fer_lightning.pipeline.runner import run_pipeline
 from fer_lightning.pipeline.spec import load_pipeline
@@ -233,3 +234,17 @@ def test_file_inputs_fuse_the_artifacts_of_other_runs(tmp_path, monkeypatch):
     assert load_pipeline(tmp_path / "ensemble.yaml", sets=["stages.fused.inputs.members=[a/probs.npz, b/probs.npz]"])
     with pytest.raises(UserError, match="stages.fused.inputs: file '.*other/c/probs.npz' does not exist"):
         load_pipeline(tmp_path / "ensemble.yaml", sets=["stages.fused.inputs.members=[a/probs.npz, c/probs.npz]"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "pipelines").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_pipeline_plans(path, tmp_path, capsys):
+    from fer_lightning.pipeline.cli import pipeline_main
+
+    argv = ["plan", str(path), "--out", str(tmp_path / "out")]
+    if path.stem == "fer2013_ensemble":   # its inputs are other runs' files, absent here
+        with pytest.raises(UserError, match="inputs: file .*probs.npz' does not exist"):
+            pipeline_main(argv)
+    else:
+        assert pipeline_main(argv) == 0
+        assert "[run]" in capsys.readouterr().out
+        assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".lock"]  # dry run

@@ -43,6 +43,9 @@ if [ "$what" = first ] && [ "${FUSION:-1}" = 1 ]; then  # FUSION=0: leave paper 
     note "paper-000 CNNs with --jobs 1: $(tail -1 "$OUT/jobs1_seconds.txt") s (side by side: see fusion.log)"
   fi
 fi
+# GPU utilisation while the THEN steps train side by side (bigger nets than paper 000's CNNs)
+nvidia-smi --query-gpu=timestamp,utilization.gpu --format=csv,noheader,nounits -lms 200 >> "$OUT/then_util.txt" 2>/dev/null &
+smi=$!
 pids=()
 for step in ${THEN:-vgg1x1 recipes}; do
   extra=""
@@ -51,7 +54,8 @@ for step in ${THEN:-vgg1x1 recipes}; do
   pids+=($!)
 done
 wait "${pids[@]}"
-note "${THEN:-vgg1x1 recipes}: done or stopped"
+kill $smi 2>/dev/null
+note "${THEN:-vgg1x1 recipes}: done or stopped; GPU utilisation meanwhile: mean $(awk -F", " '{s+=$2; n++} END {if (n) printf "%.0f %% of %d samples", s/n, n}' "$OUT/then_util.txt")"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 # At most 8 files of 16 MB come back: each run's archive alone, the logs and reports together.
 tar czf "$FINAL/logs.tgz" -C "$OUT" --exclude='*_run.tgz' .

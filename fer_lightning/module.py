@@ -59,12 +59,16 @@ class ClassifierModule(L.LightningModule):
             holds the plain net's weights); a string is its ``mode``: ``reduce-overhead`` replays
             the network's kernels as CUDA graphs, for small nets whose GPU time is mostly kernel
             launches. bf16 autocast is the Trainer's ``precision: bf16-mixed``.
+        ema_decay: > 0 keeps an exponential moving average of the weights (Lightning's
+            ``EMAWeightAveraging``, updated after every step): validation, the saved checkpoints and
+            so every exported prediction use the averaged weights. Its horizon is ~1 / (1 − decay)
+            steps: 0.999 suits 100 epochs of 450 steps, 0.99 a 12-epoch run of 100.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,
                  scheduler: LRSchedulerCallable | None = None, label_smoothing: float = 0.0,
                  channels_last: bool = True, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 tta: str = "none", compile: bool | str = False):
+                 tta: str = "none", compile: bool | str = False, ema_decay: float = 0.0):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         # Enough to rebuild the net from the checkpoint alone (see checkpoints.load_net).
@@ -75,6 +79,9 @@ class ClassifierModule(L.LightningModule):
         self.channels_last = channels_last
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.tta = check_tta(tta)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay: expected 0 (off) or a decay in (0, 1), got {ema_decay}")
+        self.ema_decay = ema_decay
         n = net.classifier.out_features
         self.val_metrics = classification_metrics(n).clone(prefix="val/")
         self.test_metrics = classification_metrics(n).clone(prefix="test/")
@@ -88,6 +95,13 @@ class ClassifierModule(L.LightningModule):
                              f"got '{compile}'")
         run_net = torch.compile(net, mode=compile if isinstance(compile, str) else None) if compile else net
         object.__setattr__(self, "_run_net", run_net)
+
+    def configure_callbacks(self):
+        if self.ema_decay > 0:
+            from lightning.pytorch.callbacks import EMAWeightAveraging
+
+            return [EMAWeightAveraging(decay=self.ema_decay)]
+        return []
 
     def forward(self, x):
         return self._run_net(self._layout(x))

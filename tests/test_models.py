@@ -195,3 +195,32 @@ def test_cosine_schedule_with_t_max_0_anneals_over_max_epochs():
                         enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(UserError, match="T_max 0 spans trainer.max_epochs"):
         trainer.fit(module, datamodule=dm)
+
+
+def test_ema_weights_are_validated_checkpointed_and_resumed(tmp_path):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fer_lightning.data import SyntheticFacesDataModule
+
+    def fit(epochs, root, ckpt_path=None):
+        L.seed_everything(0)
+        dm = SyntheticFacesDataModule(num_train=64, num_val=16, num_test=16, batch_size=16)
+        module = ClassifierModule(CNN2(widths=[4, 4, 8, 8], fc=[8]), ema_decay=0.9)
+        trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[ModelCheckpoint(root, save_last=True)])
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        return module
+
+    module = fit(2, tmp_path / "a")
+    last = torch.load(tmp_path / "a" / "last.ckpt", weights_only=False)
+    raw, avg = last["current_model_state"], last["state_dict"]   # the raw weights ride along
+    assert any(not torch.equal(raw[k], avg[k]) for k in avg if k.startswith("net."))
+    for k, v in module.state_dict().items():   # after fit the module holds the average: what is exported
+        torch.testing.assert_close(v, avg[k])
+    fit(1, tmp_path / "b")
+    resumed = fit(2, tmp_path / "b", ckpt_path=tmp_path / "b" / "last.ckpt")
+    for k, v in module.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v)
+    with pytest.raises(ValueError, match="model.ema_decay"):
+        ClassifierModule(CNN2(), ema_decay=1.0)

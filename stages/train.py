@@ -81,6 +81,8 @@ def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
 
     probs, feats, metrics = export_predictions(model, dm, cfg["trainer"].get("accelerator", "auto"))
     metrics["best_epoch"] = int(ckpt.get("epoch", -1))
+    # fewer than trainer.max_epochs when early stopping or trainer.max_time ended the fit
+    metrics["epochs_trained"] = int(trainer.current_epoch)
     atomic_save_npz(ctx.output("probs"), **probs)
     atomic_save_npz(ctx.output("features"), **feats)
     atomic_write_json(ctx.output("metrics"), metrics)

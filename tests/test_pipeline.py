@@ -149,6 +149,7 @@ def test_interrupted_training_resumes_from_last_checkpoint_with_identical_result
     assert any("no finished run" in line for line in lines)
     resumed = json.loads((out / "cnn2" / "metrics.json").read_text())
     assert resumed["best_epoch"] == straight["best_epoch"]
+    assert resumed["epochs_trained"] == straight["epochs_trained"] == 2
     for split in ("train", "val", "test"):
         assert resumed[split]["acc"] == straight[split]["acc"]
         assert resumed[split]["confusion"] == straight[split]["confusion"]

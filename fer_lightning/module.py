@@ -214,7 +214,7 @@ class ClassifierModule(L.LightningModule):
         # A cosine schedule with T_max 0 spans the whole run, so that `--set trainer.max_epochs=N`
         # still anneals to 0 (a fixed T_max of 100 in a 40-epoch run stops at 65 % of the lr).
         if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max <= 0:
-            epochs = self.trainer.max_epochs if self._trainer is not None else None
+            epochs = self.trainer.max_epochs
             if not epochs or epochs < 1:
                 raise UserError("model.scheduler: CosineAnnealingLR with T_max 0 spans trainer.max_epochs, "
                                 "which is not set: set trainer.max_epochs or a positive T_max")

@@ -13,7 +13,7 @@ reduce-on-plateau ×0.75, random erasing, ten-crop TTA — is ``configs/recipes/
 import torch
 from torch import nn
 
-from fer_lightning.models.cnn import _side_after_pools, fc_stack
+from fer_lightning.models.cnn import _side_after_pools, conv_block, fc_stack
 
 
 class VGGNet(nn.Module):
@@ -23,8 +23,7 @@ class VGGNet(nn.Module):
         super().__init__()
         layers, c = [], in_channels
         for w in widths:
-            for cin in (c, w):
-                layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            layers += conv_block(c, w, pool=False, dropout=0.0) + conv_block(w, w, pool=False, dropout=0.0)
             layers.append(nn.MaxPool2d(2))
             c = w
         side = _side_after_pools(image_size, len(widths))

@@ -96,6 +96,18 @@ class ClassifierModule(L.LightningModule):
         run_net = torch.compile(net, mode=compile if isinstance(compile, str) else None) if compile else net
         object.__setattr__(self, "_run_net", run_net)
 
+    # Lightning sets `_current_fx_name` around every hook it calls (~40 times a training step) and
+    # each step adds to the epoch's loss sums; nn.Module.__setattr__ looks through parameters,
+    # buffers and submodules first (~1.3 µs a call here). These plain attributes skip that, which
+    # changes nothing else: Module.__setattr__ ends in object.__setattr__ for them as well.
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sum", "_loss_images"})
+
+    def __setattr__(self, name, value):
+        if name in self._PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def configure_callbacks(self):
         if self.ema_decay > 0:
             from lightning.pytorch.callbacks import EMAWeightAveraging

@@ -5,7 +5,8 @@
    augmentation, normalisation, optimiser, memory layout and seed). Epochs alternate a, b, a, b,
    ... and the ratio of median images/s is reported (target >= 0.97).
    The same two loops on ``TinyNet`` (a step that is nearly all overhead) give the framework's
-   own time per step, in microseconds.
+   own time per step, in microseconds, and a third (our module without its ``__setattr__`` fast
+   path) what that fast path saves of it.
 2. Data path, for every model: the loader alone (batching + augmentation + normalisation on the
    device, at the model's input size) vs the model's training step (target: loader >= 10x faster).
 3. Switches (``--switches``): channels_last, bf16 autocast (``precision: bf16-mixed``) and

@@ -135,7 +135,6 @@ def test_logged_training_loss_is_the_epoch_mean_over_images():
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected, rel=1e-5)
 
 
-
 def test_setattr_fast_path_registers_nothing_and_leaves_modules_alone():
     # ClassifierModule sets Lightning's per-hook name and its loss sums without nn.Module's
     # lookups: they must stay plain attributes, and every other assignment must still register.
@@ -145,6 +144,8 @@ def test_setattr_fast_path_registers_nothing_and_leaves_modules_alone():
     assert set(module.state_dict()) == keys and module._current_fx_name == "training_step"
     module.extra = nn.Linear(2, 2)
     assert "extra.weight" in module.state_dict()
+
+
 def test_vggnet_is_four_stages_of_two_convs_then_three_fc_and_rebuilds_from_its_checkpoint(tmp_path):
     import lightning as L
 

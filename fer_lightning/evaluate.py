@@ -3,7 +3,8 @@ folder, or a folder of class folders (class names mapped with common synonyms). 
 models cannot predict (``contempt``, ...) are counted and reported, and left out of the scores.
 
     fer-lightning evaluate --model runs/x/cnn1/model.ckpt [--model ...] --data PATH [--split test]
-                           [--fusion mean|max] [--tta flip|crops|flip_crops] [--face-crop] --out DIR
+                           [--fusion mean|max] [--tta flip|crops|flip_crops] [--face-crop]
+                           [--ferplus fer2013new.csv] --out DIR
 """
 
 import argparse
@@ -57,22 +58,32 @@ def predict_probs(nets, images: torch.Tensor, fusion: str = "mean", tta: str = "
     return per_net[0] if len(per_net) == 1 else fuse_scores(per_net, fusion)
 
 
-def load_labelled(path: str, split: str | None = None, face_crop: bool = False, no_face: list | None = None):
+def load_labelled(path: str, split: str | None = None, face_crop: bool = False, no_face: list | None = None,
+                  ferplus: str | None = None):
     """``(uint8 images [N, 1, s, s], labels [N], {skipped class: count}, description)``.
-    FER2013 CSV: the named split (default ``test``); JAFFE / image folder: every image, with
-    ``face_crop`` cut to its largest face (paths where none is found: appended to ``no_face``)."""
+    FER2013 CSV: the named split (default ``test``), scored against the FER+ majority vote when
+    ``ferplus`` names the votes file (rows FER+ drops are counted as skipped); JAFFE / image
+    folder: every image, with ``face_crop`` cut to its largest face (paths where none is found:
+    appended to ``no_face``)."""
     from fer_lightning.pipeline.spec import data_spec_for
 
     spec = data_spec_for(path)
     kind = spec["class_path"].rsplit(".", 1)[1]
     skipped = {}
+    if ferplus and kind != "FER2013DataModule":
+        raise UserError(f"--ferplus: FER+ votes label FER2013's rows; {path} is not a FER2013 CSV")
     if kind == "FER2013DataModule":
         from fer_lightning.data import FER2013DataModule
 
         if face_crop:
             raise UserError(f"--face-crop: {path} holds FER2013's faces, already cropped (leave it out)")
         x, y = FER2013DataModule(path).split(split or "test")
-        return x, y, skipped, f"{path} [{split or 'test'}]"
+        if not ferplus:
+            return x, y, skipped, f"{path} [{split or 'test'}]"
+        n_all = len(y)
+        x, y = FER2013DataModule(path, ferplus_csv=ferplus).split(split or "test")
+        skipped["contempt, unknown or not a face (FER+)"] = n_all - len(y)
+        return x, y, skipped, f"{path} [{split or 'test'}], FER+ majority labels ({ferplus})"
     if split not in (None, "all"):
         raise UserError(f"--split {split}: a folder is evaluated whole (leave --split out)")
     if kind == "JAFFEDataModule":
@@ -89,7 +100,7 @@ def load_labelled(path: str, split: str | None = None, face_crop: bool = False, 
 
 
 def evaluate(models: list[str], data: str, out_dir, split: str | None = None, fusion: str = "mean",
-             tta: str = "none", device: str = "cpu", face_crop: bool = False) -> dict:
+             tta: str = "none", device: str = "cpu", face_crop: bool = False, ferplus: str | None = None) -> dict:
     from fer_lightning.checkpoints import load_net
     from fer_lightning.metrics import score
     from fer_lightning.plots import plot_confusion
@@ -98,7 +109,7 @@ def evaluate(models: list[str], data: str, out_dir, split: str | None = None, fu
         raise UserError("evaluate: give at least one --model checkpoint")
     nets = [load_net(m) for m in models]
     no_face = []
-    x, y, skipped, described = load_labelled(data, split, face_crop, no_face)
+    x, y, skipped, described = load_labelled(data, split, face_crop, no_face, ferplus)
     probs = predict_probs(nets, x, fusion, tta, device=device)
     metrics = score(probs, y.numpy(), len(CLASS_NAMES))
     metrics.update(models=[str(m) for m in models], data=described, fusion=fusion if len(nets) > 1 else None,
@@ -143,10 +154,13 @@ def main(argv) -> int:
     ap.add_argument("--face-crop", action="store_true",
                     help="cut each image of a folder to its largest face first (OpenCV Haar cascade, as predict): "
                          "for photos of whole heads, such as JAFFE")
+    ap.add_argument("--ferplus", metavar="FER2013NEW_CSV",
+                    help="score a FER2013 split against the FER+ majority vote of this votes file instead of "
+                         "the original labels (rows FER+ drops are counted and left out)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="runs/evaluate", help="output directory")
     a = ap.parse_args(argv)
-    m = evaluate(a.model, a.data, a.out, a.split, a.fusion, a.tta, a.device, a.face_crop)
+    m = evaluate(a.model, a.data, a.out, a.split, a.fusion, a.tta, a.device, a.face_crop, a.ferplus)
     print(to_markdown(m))
     print(f"written: {Path(a.out) / 'metrics.json'}, report.md, confusion.png")
     return 0

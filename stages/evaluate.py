@@ -5,7 +5,8 @@ Inputs: ``models``: a list of ``<stage>.checkpoint`` references (several: score 
 Params: ``data``: a FER2013 CSV, a JAFFE folder or a folder of class folders; ``split`` (FER2013
 only, default ``test``); ``fusion``: ``mean`` | ``max``; ``tta``: ``none`` | ``flip`` | ``crops`` |
 ``flip_crops`` (``fer_lightning.tta``); ``face_crop``: cut each image of a folder to its largest
-face first (for photos of whole heads).
+face first (for photos of whole heads); ``ferplus``: a FER+ votes file (``fer2013new.csv``) to
+score a FER2013 split against its majority vote instead of the original labels.
 """
 
 from fer_lightning.errors import UserError
@@ -26,7 +27,7 @@ def run(ctx):
         raise UserError(f"stages.{ctx.name}.params.data: the path of the faces to evaluate on")
     m = evaluate(models, ctx.config["data"], ctx.out_dir, ctx.config.get("split"),
                  ctx.config.get("fusion", "mean"), ctx.config.get("tta", "none"),
-                 face_crop=bool(ctx.config.get("face_crop", False)))
+                 face_crop=bool(ctx.config.get("face_crop", False)), ferplus=ctx.config.get("ferplus"))
     summary = {"acc": m["acc"], "f1": m["f1"], "n": m["n"], "excluded": sum(m["excluded_classes"].values())}
     log_stage(ctx, summary, {n: ctx.output(n) for n in OUTPUTS})
     return summary

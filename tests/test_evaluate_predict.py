@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT, write_fer_csv
+from fer_lightning import CLASS_NAMES
 
 
 def test_vgg1x1_follows_table_1():
@@ -73,11 +74,17 @@ def trained(tmp_path_factory):
             (("Training", 56), ("PublicTest", 21), ("PrivateTest", 21)) for i in range(n)]
     csv_path = write_fer_csv(tmp / "fer.csv", rows)
     folder = _write_faces_folder(tmp / "faces", {"Happiness": 3, "anger": 2, "contempt": 4})
+    votes = tmp / "fer2013new.csv"   # FER+ votes: every face neutral, but every 5th not a face
+    votes.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+                     + "".join(f"{u},x.png,{0 if i % 5 == 0 else 10},0,0,0,0,0,0,0,0,{10 if i % 5 == 0 else 0}\n"
+                               for i, (_, _, u) in enumerate(rows)))
     p2 = tmp / "p2.yaml"
     p2.write_text(PIPELINES.format(
         base=ROOT / "configs/pipelines/fer2013_vgg1x1.yaml", csv=csv_path, model="vgg1x1",
         args="{widths: [4, 4, 8, 8], fc: [16, 8]}",
-        extra=f"cross: {{kind: evaluate, inputs: {{models: [vgg1x1.checkpoint]}}, params: {{data: {folder}}}}}"))
+        extra=f"cross: {{kind: evaluate, inputs: {{models: [vgg1x1.checkpoint]}}, params: {{data: {folder}}}}}\n"
+              f"  ferplus: {{kind: evaluate, inputs: {{models: [vgg1x1.checkpoint]}}, "
+              f"params: {{data: {csv_path}, split: private_test, ferplus: {votes}}}}}"))
     p4 = tmp / "p4.yaml"
     p4.write_text(PIPELINES.format(base=ROOT / "configs/pipelines/fer2013_attention.yaml", csv=csv_path,
                                    model="attention_cnn",
@@ -85,7 +92,7 @@ def trained(tmp_path_factory):
                                    extra=""))
     _cli("pipeline", "run", p2, "--out", tmp / "out2", "--threads", "1")
     _cli("pipeline", "run", p4, "--out", tmp / "out4", "--threads", "1")
-    return {"tmp": tmp, "csv": csv_path, "folder": folder, "vgg": tmp / "out2/vgg1x1/model.ckpt",
+    return {"tmp": tmp, "csv": csv_path, "folder": folder, "votes": votes, "rows": rows, "vgg": tmp / "out2/vgg1x1/model.ckpt",
             "att": tmp / "out4/attention_cnn/model.ckpt", "out2": tmp / "out2", "out4": tmp / "out4"}
 
 
@@ -103,6 +110,22 @@ def test_evaluate_stage_counts_classes_the_model_cannot_predict(trained):
     assert m["n"] == 5 and m["excluded_classes"] == {"contempt": 4}
     assert (trained["out2"] / "cross/confusion.png").stat().st_size > 1000
     assert "contempt: 4 images" in (trained["out2"] / "cross/report.md").read_text()
+
+
+def test_evaluate_scores_a_fer2013_split_against_the_ferplus_votes(trained, tmp_path):
+    private = [i for i, r in enumerate(trained["rows"]) if r[2] == "PrivateTest"]
+    n_dropped = sum(i % 5 == 0 for i in private)
+    m = json.loads((trained["out2"] / "ferplus/metrics.json").read_text())   # the evaluate stage
+    assert m["n"] == 21 - n_dropped and m["excluded_classes"] == {"contempt, unknown or not a face (FER+)": n_dropped}
+    support = np.asarray(m["confusion"]).sum(1)
+    assert support[CLASS_NAMES.index("neutral")] == m["n"]   # scored against FER+, not the original labels
+    out = tmp_path / "ev"
+    _cli("evaluate", "--model", trained["vgg"], "--data", trained["csv"], "--split", "private_test",
+         "--ferplus", trained["votes"], "--out", out)
+    assert json.loads((out / "metrics.json").read_text())["confusion"] == m["confusion"]
+    bad = _cli("evaluate", "--model", trained["vgg"], "--data", trained["folder"], "--ferplus", trained["votes"],
+               check=False)
+    assert bad.returncode == 2 and "is not a FER2013 CSV" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_evaluate_command_ensemble_with_tta_on_a_fer2013_split(trained, tmp_path):

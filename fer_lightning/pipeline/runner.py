@@ -81,10 +81,11 @@ class _Fingerprints:
 
 
 def _data_deps(config: dict, fingerprints: _Fingerprints) -> dict:
-    """Paths named in the data module's init_args (or a ``data`` path): their content is an input
-    of the stage."""
+    """Paths named in the data module's init_args (or an evaluate stage's ``data`` / ``ferplus``
+    path): their content is an input of the stage."""
     data = config.get("data")
-    args = {"data": data} if isinstance(data, str) else ((data or {}).get("init_args") or {})
+    args = ({k: config.get(k) for k in ("data", "ferplus")} if isinstance(data, str)
+            else ((data or {}).get("init_args") or {}))
     deps = {}
     for k, v in sorted(args.items()):
         if isinstance(v, str) and v and Path(v).exists():

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT, write_fer_csv
 from fer_lightning.errors import UserError
@@ -192,3 +193,36 @@ def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
     assert len(ens["weighted"]["weights"]) == 2
     report = (tmp_path / "out/report/report.md").read_text()
     assert "73.28" in report and "ResNet-18" in report
+
+
+def test_cpu_ensemble_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
+    # fer2013_cpu.yaml's pair plus its four extra members (paper 004's CNN at 48×48 among them),
+    # all through the base-file merge, then the fusion of all six.
+    rng = np.random.default_rng(2)
+    usage = [u for u, n in (("Training", 32), ("PublicTest", 14), ("PrivateTest", 14)) for _ in range(n)]
+    csv_path = write_fer_csv(tmp_path / "fer.csv", [(i % 7, rng.integers(0, 256, 48 * 48), u)
+                                                    for i, u in enumerate(usage)])
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(f"base: {ROOT / 'configs/pipelines/fer2013_cpu_ensemble.yaml'}\nname: tiny_cpu_ensemble\n"
+                    f"data: {{init_args: {{csv_path: {csv_path}, batch_size: 16, eval_batch_size: 64}}}}\n"
+                    "trainer: {max_epochs: 1, accelerator: cpu, enable_model_summary: false}\n")
+    net = "--set=stages.{}.params.model.net.init_args.{}"
+    sets = [net.format(s, a) for s in ("vgg_adam", "vgg_sgd", "vgg_wide", "vgg_20ep")
+            for a in ("widths=[4, 4, 8, 8]", "fc=[8]")]
+    sets += [net.format(s, a) for s in ("attention", "attention_cos")
+             for a in ("stream_widths=[4, 8]", "res_widths=[8, 8]", "fc=[16, 8]")]
+    sets += [f"--set=stages.{s}.params.trainer.max_epochs={n}" for s, n in
+             (("vgg_20ep", 2), ("attention", 1), ("attention_cos", 1))]
+    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
+                           str(tmp_path / "out"), "--threads", "1", *sets], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m = json.loads((tmp_path / "out/vgg_20ep/metrics.json").read_text())
+    assert m["epochs_trained"] == 2 and m["private_test"]["n"] == 14
+    att = yaml.safe_load((tmp_path / "out/attention_cos/config.yaml").read_text())
+    assert att["model"]["net"]["init_args"]["input_size"] == 48 and att["model"]["tta"] == "flip"
+    assert att["data"]["init_args"]["batch_size"] == 32 and att["model"]["optimizer"]["init_args"]["lr"] == 0.001
+    ens = json.loads((tmp_path / "out/ensemble/metrics.json").read_text())
+    assert len(ens["weighted"]["weights"]) == 6
+    report = json.loads((tmp_path / "out/report/report.json").read_text())
+    assert len(report["tables"][0]["rows"]) == 9

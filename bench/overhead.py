@@ -39,6 +39,10 @@ MODELS = {
     "CNN1": (CNN1, 48, 256), "CNN2": (CNN2, 48, 256), "CNN3": (CNN3, 48, 256),
     "VGG1x1": (VGG1x1, 48, 64), "VGGNet": (VGGNet, 48, 64), "ResNet18": (ResNet, 48, 64),
     "MultiScaleAttentionCNN": (MultiScaleAttentionCNN, 128, 32),
+    # paper 004's net at FER2013's own size, as the CPU runs train it (the same face, 48/128 the pixels)
+    "MultiScaleAttentionCNN@48": (lambda: MultiScaleAttentionCNN(input_size=48), 48, 32),
+    # configs/models/vgg_small.yaml, the CPU recipe's narrow VGG
+    "VGGNet-narrow": (lambda: VGGNet(widths=[16, 32, 64, 128], fc=[128], dropout=0.0), 48, 64),
     "MobileNetV2@224": (lambda: TorchvisionNet("mobilenet_v2", input_size=224), 48, 32),
 }
 

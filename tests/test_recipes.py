@@ -171,21 +171,27 @@ def test_recipes_pipeline_end_to_end_on_tiny_ferplus(tmp_path):
     assert len(report["tables"][0]["rows"]) == 11
 
 
-def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
-    # The real ResNet-18 (its widths are torchvision's), a narrow VGG, both with flip TTA.
-    rng = np.random.default_rng(1)
+def _run_tiny_fer2013_pipeline(tmp_path, pipeline: str, seed: int, *sets: str):
+    """``configs/pipelines/<pipeline>.yaml`` for 1 epoch on a tiny FER2013 CSV (32 training rows, 14
+    each test split), run through the CLI into ``tmp_path/out``."""
+    rng = np.random.default_rng(seed)
     usage = [u for u, n in (("Training", 32), ("PublicTest", 14), ("PrivateTest", 14)) for _ in range(n)]
     csv_path = write_fer_csv(tmp_path / "fer.csv", [(i % 7, rng.integers(0, 256, 48 * 48), u)
                                                     for i, u in enumerate(usage)])
     pipe = tmp_path / "p.yaml"
-    pipe.write_text(f"base: {ROOT / 'configs/pipelines/fer2013_sota.yaml'}\nname: tiny_sota\n"
+    pipe.write_text(f"base: {ROOT / 'configs/pipelines' / pipeline}.yaml\nname: tiny_{pipeline}\n"
                     f"data: {{init_args: {{csv_path: {csv_path}, batch_size: 16, eval_batch_size: 64}}}}\n"
                     "trainer: {max_epochs: 1, accelerator: cpu, enable_model_summary: false}\n")
-    small = "{model: {net: {init_args: {widths: [4, 4, 8, 8], fc: [16, 8]}}}}"
     proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
-                           str(tmp_path / "out"), "--threads", "1", f"--set=stages.vggnet.params={small}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           str(tmp_path / "out"), "--threads", "1", *sets], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
+    # The real ResNet-18 (its widths are torchvision's), a narrow VGG, both with flip TTA.
+    small = "{model: {net: {init_args: {widths: [4, 4, 8, 8], fc: [16, 8]}}}}"
+    _run_tiny_fer2013_pipeline(tmp_path, "fer2013_sota", 1, f"--set=stages.vggnet.params={small}")
     for stage in ("vggnet", "resnet18"):
         m = json.loads((tmp_path / "out" / stage / "metrics.json").read_text())
         assert m["private_test"]["n"] == 14 and 0 <= m["private_test"]["acc"] <= 1
@@ -198,14 +204,6 @@ def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
 def test_cpu_ensemble_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
     # fer2013_cpu.yaml's pair plus its four extra members (paper 004's CNN at 48×48 among them),
     # all through the base-file merge, then the fusion of all six.
-    rng = np.random.default_rng(2)
-    usage = [u for u, n in (("Training", 32), ("PublicTest", 14), ("PrivateTest", 14)) for _ in range(n)]
-    csv_path = write_fer_csv(tmp_path / "fer.csv", [(i % 7, rng.integers(0, 256, 48 * 48), u)
-                                                    for i, u in enumerate(usage)])
-    pipe = tmp_path / "p.yaml"
-    pipe.write_text(f"base: {ROOT / 'configs/pipelines/fer2013_cpu_ensemble.yaml'}\nname: tiny_cpu_ensemble\n"
-                    f"data: {{init_args: {{csv_path: {csv_path}, batch_size: 16, eval_batch_size: 64}}}}\n"
-                    "trainer: {max_epochs: 1, accelerator: cpu, enable_model_summary: false}\n")
     net = "--set=stages.{}.params.model.net.init_args.{}"
     sets = [net.format(s, a) for s in ("vgg_adam", "vgg_sgd", "vgg_wide", "vgg_20ep")
             for a in ("widths=[4, 4, 8, 8]", "fc=[8]")]
@@ -213,10 +211,7 @@ def test_cpu_ensemble_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
              for a in ("stream_widths=[4, 8]", "res_widths=[8, 8]", "fc=[16, 8]")]
     sets += [f"--set=stages.{s}.params.trainer.max_epochs={n}" for s, n in
              (("vgg_20ep", 2), ("attention", 1), ("attention_cos", 1))]
-    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
-                           str(tmp_path / "out"), "--threads", "1", *sets], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _run_tiny_fer2013_pipeline(tmp_path, "fer2013_cpu_ensemble", 2, *sets)
     m = json.loads((tmp_path / "out/vgg_20ep/metrics.json").read_text())
     assert m["epochs_trained"] == 2 and m["private_test"]["n"] == 14
     att = yaml.safe_load((tmp_path / "out/attention_cos/config.yaml").read_text())

@@ -249,3 +249,21 @@ def test_every_shipped_pipeline_plans(path, tmp_path, capsys):
         assert pipeline_main(argv) == 0
         assert "[run]" in capsys.readouterr().out
         assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".lock"]  # dry run
+
+
+def test_files_a_stage_kind_declares_are_part_of_its_key(tmp_path):
+    # evaluate's FILE_PARAMS (data, ferplus): editing either file changes the key; a train stage
+    # keys on the paths in its data module's init_args.
+    from fer_lightning.pipeline.runner import _data_deps, _Fingerprints
+    from fer_lightning.pipeline.spec import Stage
+
+    csv, votes = tmp_path / "fer.csv", tmp_path / "votes.csv"
+    csv.write_text("a"), votes.write_text("b")
+    fp = _Fingerprints(tmp_path / "fp.json")
+    ev = Stage("ev", "evaluate", {"data": str(csv), "ferplus": str(votes), "split": "test"})
+    before = _data_deps(ev, fp)
+    assert sorted(before) == ["data", "ferplus"]
+    votes.write_text("changed")
+    assert _data_deps(ev, fp)["ferplus"] != before["ferplus"] and _data_deps(ev, fp)["data"] == before["data"]
+    tr = Stage("tr", "train", {"data": {"class_path": "x", "init_args": {"csv_path": str(csv), "batch_size": 8}}})
+    assert _data_deps(tr, fp) == {"csv_path": before["data"]}

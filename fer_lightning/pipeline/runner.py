@@ -80,12 +80,14 @@ class _Fingerprints:
         return digest
 
 
-def _data_deps(config: dict, fingerprints: _Fingerprints) -> dict:
-    """Paths named in the data module's init_args (or an evaluate stage's ``data`` / ``ferplus``
-    path): their content is an input of the stage."""
-    data = config.get("data")
-    args = ({k: config.get(k) for k in ("data", "ferplus")} if isinstance(data, str)
-            else ((data or {}).get("init_args") or {}))
+def _data_deps(stage: Stage, fingerprints: _Fingerprints) -> dict:
+    """Paths named in the data module's init_args, and the config keys the stage's kind declares
+    as files (``FILE_PARAMS``, e.g. evaluate's ``data``): their content is an input of the stage."""
+    from stages import KINDS
+
+    data = stage.config.get("data")
+    args = dict((data.get("init_args") or {}) if isinstance(data, dict) else {})
+    args.update({k: stage.config.get(k) for k in getattr(KINDS[stage.kind], "FILE_PARAMS", ())})
     deps = {}
     for k, v in sorted(args.items()):
         if isinstance(v, str) and v and Path(v).exists():
@@ -111,7 +113,7 @@ def _stage_key(stage: Stage, refs: dict, version: dict, fingerprints: "_Fingerpr
     return sha256_json({
         "kind": stage.kind, "config": stage.config, "version": version["fer_lightning"],
         "inputs": {r: sha for r, (_, sha) in refs.items()},
-        "data": _data_deps(stage.config, fingerprints),
+        "data": _data_deps(stage, fingerprints),
     })
 
 

@@ -1,6 +1,9 @@
 """train: fit a classifier (best checkpoint by validation accuracy), then write per-split
 probabilities, last-fc features and metrics for the downstream stages.
 
+Inputs (optional): ``teacher``: a ``<stage>.probs`` reference (a trained model or a score-fusion
+ensemble) to distil from: it becomes ``data.init_args.teacher_probs`` (FER2013 data only).
+
 The stage config is a LightningCLI config (``model``, ``data``, ``trainer``, ``checkpoint``,
 ``seed_everything``): the same file runs alone with ``fer-lightning train fit --config``.
 An interrupted run resumes from ``checkpoints/last.ckpt`` when its key is unchanged.
@@ -28,7 +31,13 @@ SHARED = ("seed", "trainer", "data")  # what the pipeline's shared settings give
 
 
 def run(ctx):
-    return train_and_export(ctx, ctx.config)
+    cfg = ctx.config
+    if ctx.inputs:
+        if not isinstance(ctx.inputs, dict) or set(ctx.inputs) != {"teacher"}:
+            raise UserError(f"stages.{ctx.name}.inputs: a train stage takes only {{teacher: <stage>.probs}}")
+        cfg = copy.deepcopy(cfg)
+        cfg.setdefault("data", {}).setdefault("init_args", {})["teacher_probs"] = ctx.inputs["teacher"]
+    return train_and_export(ctx, cfg)
 
 
 def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:

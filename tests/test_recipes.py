@@ -135,6 +135,41 @@ def test_ferplus_soft_labels_train_on_distributions_and_score_on_majority(tmp_pa
         FER2013DataModule(str(csv_path), ferplus_labels="soft")
 
 
+def test_distillation_blends_the_teachers_training_scores_with_the_labels(tmp_path):
+    from fer_lightning.data import FER2013DataModule
+
+    rng = np.random.default_rng(3)
+    usage = [u for u, n in (("Training", 20), ("PublicTest", 7), ("PrivateTest", 7)) for _ in range(n)]
+    csv_path = write_fer_csv(tmp_path / "fer.csv", [(i % 7, rng.integers(0, 256, 48 * 48), u)
+                                                    for i, u in enumerate(usage)])
+    labels = np.arange(20) % 7     # val_split PublicTest: the training split is all 20 Training rows
+    teacher = rng.dirichlet(np.ones(7), 20).astype(np.float32)
+    np.savez(tmp_path / "ens.npz", mean_train_probs=teacher, train_labels=labels)   # a score-fusion file
+    dm = FER2013DataModule(str(csv_path), val_split="PublicTest", batch_size=20, seed=0,
+                           cache_dir=str(tmp_path / "cache"), teacher_probs=str(tmp_path / "ens.npz"),
+                           teacher_weight=0.25)
+    dm.setup()
+    expected = 0.25 * teacher + 0.75 * np.eye(7, dtype=np.float32)[labels]
+    np.testing.assert_allclose(dm.train_targets.numpy(), expected, rtol=1e-6)
+    _, y = next(iter(dm.train_dataloader()))            # the training batches carry the blend
+    assert y.dtype == torch.float32 and y.shape == (20, 7)
+    assert dm.split("val")[1].dtype == torch.int64     # validation is scored on the labels
+
+    def setup_with(**arrays):
+        np.savez(tmp_path / "t.npz", **arrays)
+        FER2013DataModule(str(csv_path), val_split="PublicTest", cache_dir=str(tmp_path / "cache"),
+                          teacher_probs=str(tmp_path / "t.npz")).setup()
+
+    with pytest.raises(UserError, match="t.npz: its training split .20 rows. is not this one"):
+        setup_with(train_probs=teacher, train_labels=(labels + 1) % 7)   # another split's rows
+    with pytest.raises(UserError, match="no training-split scores"):
+        setup_with(test_probs=teacher, test_labels=labels)
+    with pytest.raises(UserError, match=r"train_probs has shape \(20, 5\)"):
+        setup_with(train_probs=teacher[:, :5], train_labels=labels)
+    with pytest.raises(UserError, match="data.teacher_weight: 1.5 must lie in"):
+        FER2013DataModule(str(csv_path), teacher_weight=1.5)
+
+
 TINY = """
 base: {base}
 name: tiny_recipes
@@ -201,17 +236,18 @@ def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
     assert "73.28" in report and "ResNet-18" in report
 
 
-def test_cpu_ensemble_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
-    # fer2013_cpu.yaml's pair plus its four extra members (paper 004's CNN at 48×48 among them),
-    # all through the base-file merge, then the fusion of all six.
+def test_cpu_ensemble_and_distilled_student_end_to_end_on_tiny_fer2013(tmp_path):
+    # fer2013_cpu.yaml's pair plus fer2013_cpu_ensemble.yaml's four extra members (paper 004's CNN at
+    # 48×48 among them), all through the base-file merge, the fusion of all six, then
+    # fer2013_cpu_distill.yaml's student trained on the fusion's training-split scores.
     net = "--set=stages.{}.params.model.net.init_args.{}"
-    sets = [net.format(s, a) for s in ("vgg_adam", "vgg_sgd", "vgg_wide", "vgg_20ep")
+    sets = [net.format(s, a) for s in ("vgg_adam", "vgg_sgd", "vgg_wide", "vgg_20ep", "student")
             for a in ("widths=[4, 4, 8, 8]", "fc=[8]")]
     sets += [net.format(s, a) for s in ("attention", "attention_cos")
              for a in ("stream_widths=[4, 8]", "res_widths=[8, 8]", "fc=[16, 8]")]
     sets += [f"--set=stages.{s}.params.trainer.max_epochs={n}" for s, n in
              (("vgg_20ep", 2), ("attention", 1), ("attention_cos", 1))]
-    _run_tiny_fer2013_pipeline(tmp_path, "fer2013_cpu_ensemble", 2, *sets)
+    _run_tiny_fer2013_pipeline(tmp_path, "fer2013_cpu_distill", 2, *sets)
     m = json.loads((tmp_path / "out/vgg_20ep/metrics.json").read_text())
     assert m["epochs_trained"] == 2 and m["private_test"]["n"] == 14
     att = yaml.safe_load((tmp_path / "out/attention_cos/config.yaml").read_text())
@@ -219,5 +255,8 @@ def test_cpu_ensemble_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
     assert att["data"]["init_args"]["batch_size"] == 32 and att["model"]["optimizer"]["init_args"]["lr"] == 0.001
     ens = json.loads((tmp_path / "out/ensemble/metrics.json").read_text())
     assert len(ens["weighted"]["weights"]) == 6
+    student = yaml.safe_load((tmp_path / "out/student/config.yaml").read_text())["data"]["init_args"]
+    assert student["teacher_probs"] == str(tmp_path / "out/ensemble/probs.npz") and student["teacher_weight"] == 0.5
+    assert json.loads((tmp_path / "out/student/metrics.json").read_text())["private_test"]["n"] == 14
     report = json.loads((tmp_path / "out/report/report.json").read_text())
-    assert len(report["tables"][0]["rows"]) == 9
+    assert [r["label"] for r in report["tables"][0]["rows"]][1].startswith("The same, distilled")

@@ -23,6 +23,16 @@ def test_invalid_value_in_a_stage_config(tiny_pipeline, tmp_path):
     assert not (tmp_path / "cnn2" / "manifest.json").exists()
 
 
+def test_a_train_stage_takes_only_a_teacher_input_and_only_with_fer2013_data(tiny_pipeline, tmp_path):
+    teacher = tmp_path / "probs.npz"
+    teacher.write_bytes(b"not read: the stage stops first")
+    with pytest.raises(UserError, match=r"stages.cnn2.inputs: a train stage takes only \{teacher: <stage>.probs\}"):
+        _run(tiny_pipeline, tmp_path / "a", [f"stages.cnn2.inputs={{features: {teacher}}}"], only=["cnn2"])
+    with pytest.raises(UserError, match="stages.cnn2: invalid config:.*teacher_probs"):   # synthetic data
+        _run(tiny_pipeline, tmp_path / "b", [f"stages.cnn2.inputs={{teacher: {teacher}}}"], only=["cnn2"])
+    assert not (tmp_path / "b" / "cnn2" / "manifest.json").exists()
+
+
 def test_nan_loss_stops_the_stage_and_marks_nothing_done(tiny_pipeline, tmp_path):
     with pytest.raises(UserError, match="stage 'cnn2' stopped: training loss is nan"):
         _run(tiny_pipeline, tmp_path, ["stages.cnn2.params.model.optimizer.init_args.lr=1.0e+30"], only=["cnn2"])

@@ -160,6 +160,8 @@ def read_teacher(path, labels: torch.Tensor) -> torch.Tensor:
     ``mean_train_probs``. The file's ``train_labels`` must equal this split's labels row for row,
     which they do when the teacher was trained with the same data settings (CSV, ``val_split``,
     ``val_fraction``, ``seed``, FER+ options)."""
+    from fer_lightning import CLASS_NAMES
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data.teacher_probs: {path} not found (a stage's probs.npz)")
@@ -169,8 +171,9 @@ def read_teacher(path, labels: torch.Tensor) -> torch.Tensor:
             raise UserError(f"data.teacher_probs: {path} has no training-split scores (train_probs or "
                             f"mean_train_probs, and train_labels): pass a train or score_fusion stage's probs.npz")
         probs, teacher_labels = f[key], f["train_labels"]
-    if probs.ndim != 2 or probs.shape[1] != 7:
-        raise UserError(f"data.teacher_probs: {path}: {key} has shape {probs.shape}, expected (rows, 7)")
+    if probs.ndim != 2 or probs.shape[1] != len(CLASS_NAMES):
+        raise UserError(f"data.teacher_probs: {path}: {key} has shape {probs.shape}, "
+                        f"expected (rows, {len(CLASS_NAMES)})")
     if len(teacher_labels) != len(labels) or not np.array_equal(teacher_labels, labels.numpy()):
         raise UserError(f"data.teacher_probs: {path}: its training split ({len(teacher_labels)} rows) is not this "
                         f"one ({len(labels)} rows, or other labels): train the teacher with the same data settings")
@@ -259,9 +262,9 @@ class FER2013DataModule(TensorDataModule):
             self.train_targets = train_soft
         if self.teacher_probs:
             teacher = read_teacher(self.teacher_probs, train[1])
-            labels_dist = (train_soft if self.ferplus_labels == "soft"
-                           else torch.nn.functional.one_hot(train[1], teacher.shape[1]).float())
-            self.train_targets = self.teacher_weight * teacher + (1 - self.teacher_weight) * labels_dist
+            labels = (self.train_targets if self.train_targets is not None    # FER+ soft votes
+                      else torch.nn.functional.one_hot(train[1], teacher.shape[1]).float())
+            self.train_targets = self.teacher_weight * teacher + (1 - self.teacher_weight) * labels
         test = (torch.cat([public[0], private[0]]), torch.cat([public[1], private[1]]))
         return {"train": train, "val": val, "test": test, "public_test": public,
                 "private_test": private}

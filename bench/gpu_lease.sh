@@ -10,7 +10,8 @@
 # FUSION=0 leaves out the paper-000 DAG and its re-runs (measured on the first lease).
 # COMPARE_JOBS=1 also trains paper 000's CNNs one after the other (--jobs 1), to measure what
 # running them side by side on the one GPU gains. THEN names the gpu_session.sh steps run side by side after the paper-000 DAG (default
-# "vgg1x1 recipes"); the recipes, ferplus, sota, cpu and distill steps run RECIPE_EPOCHS (default 40) epochs.
+# "vgg1x1 recipes"); the recipes, ferplus, sota, cpu and distill steps run RECIPE_EPOCHS (default 40) epochs,
+# or EPOCHS_<step> for that step (EPOCHS_cpu=100).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: bash bench/gpu_lease.sh first|more SECONDS}
@@ -49,7 +50,9 @@ smi=$!
 pids=()
 for step in ${THEN:-vgg1x1 recipes}; do
   extra=""
-  case $step in recipes|ferplus|sota|cpu|distill) extra="--set trainer.max_epochs=${RECIPE_EPOCHS:-40}" ;; esac
+  # EPOCHS_<step> (e.g. EPOCHS_cpu=100) overrides RECIPE_EPOCHS for one step
+  epochs_var=EPOCHS_$step
+  case $step in recipes|ferplus|sota|cpu|distill) extra="--set trainer.max_epochs=${!epochs_var:-${RECIPE_EPOCHS:-40}}" ;; esac
   # MAX_TIME=DD:HH:MM:SS ends each training gracefully (Lightning's max_time): the stage still exports
   # its best checkpoint's results, with epochs_trained in metrics.json; keep it the same in `more`
   [ -n "${MAX_TIME:-}" ] && extra="$extra --set trainer.max_time=$MAX_TIME"

@@ -56,6 +56,7 @@ for step in ${THEN:-vgg1x1 recipes}; do
   # MAX_TIME=DD:HH:MM:SS ends each training gracefully (Lightning's max_time): the stage still exports
   # its best checkpoint's results, with epochs_trained in metrics.json; keep it the same in `more`
   [ -n "${MAX_TIME:-}" ] && extra="$extra --set trainer.max_time=$MAX_TIME"
+  extra="$extra ${LEASE_ARGS:-}"  # e.g. LEASE_ARGS="--set seed=1": more `pipeline run` options for every step
   STEP_TIMEOUT=$(cap 600 25) JOBS=${RECIPE_JOBS:-4} PIPE_ARGS="$extra" bash bench/gpu_session.sh "$step" > /dev/null &
   pids+=($!)
 done

@@ -22,6 +22,8 @@ note() { echo "$(date +%T) [$SECONDS s] $*" | tee -a "$OUT/times.txt"; }
 # at most $1 seconds, keeping $2 seconds back for what follows; at least 1
 cap() { local l=$((deadline - SECONDS - $2)); echo $(( l < $1 ? (l > 1 ? l : 1) : $1 )); }
 
+# install jsonargparse and unpack FER2013 once, before any steps run side by side
+bash bench/gpu_session.sh setup > /dev/null || exit 1
 if [ "$what" = first ]; then
   STEP_TIMEOUT=$(cap 120 300) BENCH_ARGS="--images 32768" bash bench/gpu_session.sh bench > /dev/null
   note "bench done"

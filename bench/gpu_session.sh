@@ -6,7 +6,7 @@
 #                                                  # unpacker, FER+ votes, jsonargparse wheels)
 #   there:  bash bench/gpu_session.sh STEP         # with carry: [.carry]
 #
-# STEP: bench (overhead, data path, switches, GPU utilisation) | fusion (paper 000, 40 epochs) |
+# STEP: setup (install and unpack only) | bench (overhead, data path, switches, GPU utilisation) | fusion (paper 000, 40 epochs) |
 #       fusion_light (the same, conv dropout 0.1) |
 #       vgg1x1 (paper 002) | attention (paper 004) | hybrid (paper 003) | recipes (issue 8) |
 #       ferplus (the recipes on FER+ soft votes) | sota (issue 8: VGG + ResNet-18, bf16, both at once) |
@@ -19,7 +19,7 @@
 # What comes back in $OUT: <step>.log (per-stage times, DAG wall time) and <step>_report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step=${1:?usage: bash bench/gpu_session.sh prepare|bench|fusion|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|cpu|distill}
+step=${1:?usage: bash bench/gpu_session.sh prepare|setup|bench|fusion|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|cpu|distill}
 SHARED=${SHARED:-../shared}
 
 if [ "$step" = prepare ]; then
@@ -56,6 +56,7 @@ pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs
 }
 
 case $step in
+  setup) ;;  # the install and unpack above alone (gpu_lease.sh runs it before steps run side by side)
   bench) timeout "${STEP_TIMEOUT:-540}" python3 bench/overhead.py --switches ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
   fusion) pipeline fer2013_fusion ;;
   fusion_light) pipeline fer2013_fusion_light_dropout ;;

@@ -53,6 +53,7 @@ def test_dag_runs_then_caches_by_the_rules(tiny_pipeline, tmp_path):
     # dry run (plan) changes nothing
     d = c + ["stages.cnn3.params.model.net.init_args.conv_dropout=0.3"]
     assert _ran(_run(tiny_pipeline, out, d, dry_run=True)) == ["cnn3", "probe", "report", "score_fusion"]
+    assert _ran(_run(tiny_pipeline, out, d, dry_run=True, only=["cnn3"])) == ["cnn3"]  # what --only runs
     assert _ran(_run(tiny_pipeline, out, c)) == []
 
     # --from re-runs a stage and its descendants; --only one stage

@@ -345,6 +345,10 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
             """Decide whether ``name`` runs (its deps are decided); the context to run it with."""
             stage, stage_dir = pipe.stages[name], out_root / name
             if dry_run and any(d in reran for d in stage.deps):
+                if only and name not in only:  # as a real run would: not selected, so not run
+                    statuses[name] = "skipped"
+                    log(f"[skip]   {name:<14} ({stage.kind}) not selected (upstream will re-run)")
+                    return None
                 statuses[name] = "run"
                 log(f"[run]    {name:<14} ({stage.kind}) upstream will re-run")
                 reran.add(name)

@@ -12,6 +12,8 @@ import yaml
 
 from conftest import ROOT, write_fer_csv
 from fer_lightning.errors import UserError
+from fer_lightning.pipeline.runner import run_pipeline
+from fer_lightning.pipeline.spec import load_pipeline
 
 
 def test_pad_crop_shifts_whole_pixels_and_erasing_blanks_a_rectangle():
@@ -260,3 +262,19 @@ def test_cpu_ensemble_and_distilled_student_end_to_end_on_tiny_fer2013(tmp_path)
     assert json.loads((tmp_path / "out/student/metrics.json").read_text())["private_test"]["n"] == 14
     report = json.loads((tmp_path / "out/report/report.json").read_text())
     assert [r["label"] for r in report["tables"][0]["rows"]][1].startswith("The same, distilled")
+
+
+def test_gpu_ensemble_pipeline_trains_four_kinds_with_two_seeds(tmp_path):
+    # fer2013_gpu_ensemble.yaml as resolved (base merge, per-stage seeds, lengths and precision) and
+    # planned; its stages' configs are the ones the sota and cpu pipelines above run end to end.
+    pipe = load_pipeline(ROOT / "configs/pipelines/fer2013_gpu_ensemble.yaml", data="synthetic")
+    trains = {n: s.config for n, s in pipe.stages.items() if s.kind == "train"}
+    got = {n: (c["seed_everything"], c["trainer"]["max_epochs"], c["trainer"]["precision"]) for n, c in trains.items()}
+    assert got == {"vggnet": (0, 40, "bf16-mixed"), "resnet18": (0, 40, "bf16-mixed"),
+                   "vggnet_s1": (1, 40, "bf16-mixed"), "resnet18_s1": (1, 40, "bf16-mixed"),
+                   "vgg_adam": (0, 100, "32-true"), "vgg_sgd": (0, 100, "32-true"),
+                   "vgg_adam_s1": (1, 100, "32-true"), "vgg_sgd_s1": (1, 100, "32-true")}
+    assert all(c["model"]["tta"] == "flip" for c in trains.values())
+    assert sorted(pipe.stages["ensemble"].deps) == sorted(trains)
+    statuses = run_pipeline(pipe, tmp_path / "out", dry_run=True, log=lambda *_: None)
+    assert set(statuses.values()) == {"run"} and not (tmp_path / "out" / "vggnet").exists()

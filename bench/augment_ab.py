@@ -1,6 +1,7 @@
 """Batch augmentation, this tree's against a commit's: kernel-launching operators per batch (on a
 GPU each is at least one launch, which is what a 48×48 batch's augmentation costs there) and the
-loader path's images/s on this machine (index, float, augment, normalise), alternating the two.
+loader path's images/s on this machine (index, float, augment, normalise: the data module's
+``model_input``), alternating the two.
 
     python bench/augment_ab.py --base 6539083
 """
@@ -18,8 +19,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fer_lightning import MEAN, STD  # noqa: E402
 from fer_lightning.data.augment import BatchAugment  # noqa: E402
+from fer_lightning.data.base import model_input  # noqa: E402
 
 VIEWS = {"slice", "select", "unsqueeze", "view", "expand", "as_strided", "transpose", "permute", "reshape",
          "t", "alias", "detach"}
@@ -40,8 +41,7 @@ def load_base(rev: str):
 def loader(images, aug, batch, n):
     perm = torch.randperm(len(images))
     for i in range(n):
-        x = images[perm[i * batch:(i + 1) * batch]].float().div_(255.0)
-        x = (aug(x) - MEAN) / STD
+        model_input(images[perm[i * batch:(i + 1) * batch]], aug)
 
 
 def kernel_ops(images, aug, batch, n=8):

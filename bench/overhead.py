@@ -28,9 +28,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from fer_lightning import MEAN, STD
 from fer_lightning.data import BatchAugment, SyntheticFacesDataModule
-from fer_lightning.data.base import ShuffledBatches
+from fer_lightning.data.base import ShuffledBatches, model_input
 from fer_lightning.models import CNN1, CNN2, CNN3, MultiScaleAttentionCNN, ResNet, TorchvisionNet, VGG1x1, VGGNet
 from fer_lightning.module import ClassifierModule
 
@@ -114,8 +113,7 @@ def plain_epoch(factory, dm, seed, device) -> float:
     t0 = time.perf_counter()
     for idx in _device_batches(dm, device):
         x, y = images[idx], labels[idx]
-        x = dm.augment(x.float().div_(255.0))
-        x = ((x - MEAN) / STD).contiguous(memory_format=torch.channels_last)
+        x = model_input(x, dm.augment).contiguous(memory_format=torch.channels_last)
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,8 +131,7 @@ def loader_rate(dm, device, batches=None) -> float:
     for i, idx in enumerate(_device_batches(dm, device)):
         if batches is not None and i >= batches:
             break
-        x = dm.augment(images[idx].float().div_(255.0))
-        x = (x - MEAN) / STD
+        x = model_input(images[idx], dm.augment)
         n += len(idx)
     _sync(device)
     return n / (time.perf_counter() - t0)
@@ -146,7 +143,7 @@ def step_rate(factory, dm, device, batches: int) -> float:
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     images, labels = _device_split(dm, device)
     idx = torch.arange(dm.batch_size, device=device)
-    x = ((dm.augment(images[idx].float() / 255.0) - MEAN) / STD).contiguous(memory_format=torch.channels_last)
+    x = model_input(images[idx], dm.augment).contiguous(memory_format=torch.channels_last)
     y = labels[idx]
 
     def step():

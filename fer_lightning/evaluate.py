@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fer_lightning import CLASS_NAMES, MEAN, STD
+from fer_lightning import CLASS_NAMES
 from fer_lightning.artifacts import atomic_write_json, atomic_write_text
+from fer_lightning.data.base import normalise
 from fer_lightning.ensemble import fuse_scores
 from fer_lightning.errors import UserError
 from fer_lightning.tta import TTA_MODES, check_tta, tta_probs
@@ -48,10 +49,10 @@ def predict_probs(nets, images: torch.Tensor, fusion: str = "mean", tta: str = "
         net.eval().to(device)
         size, out = model_image_size(net), []
         for batch in images.split(batch_size):
-            x = batch.to(device).float().div_(255.0)
+            x = batch.to(device)
             if x.shape[-1] != size or x.shape[-2] != size:
-                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            x = (x - MEAN) / STD
+                x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = normalise(x, 255.0)
             p = tta_probs(net, x, tta)
             out.append(p.float().cpu())
         per_net.append(torch.cat(out).numpy())

@@ -4,7 +4,8 @@ import torch
 
 from conftest import write_fer_csv
 from fer_lightning.data import BatchAugment, FER2013DataModule, ImageFolderDataModule, SyntheticFacesDataModule
-from fer_lightning.data.base import OrderedBatches, ShuffledBatches
+from fer_lightning import MEAN, STD
+from fer_lightning.data.base import OrderedBatches, ShuffledBatches, normalise
 from fer_lightning.data.fer2013 import load_fer2013, read_fer2013_csv
 from fer_lightning.errors import UserError
 
@@ -82,6 +83,10 @@ def test_batches_are_normalised_and_augmented_on_device():
     assert x.dtype == torch.uint8 and x.shape == (32, 1, 48, 48) and y.shape == (32,)
     out, _ = dm.on_after_batch_transfer((x, y), 0)  # no trainer attached: no augmentation
     assert out.dtype == torch.float32 and -3 < out.mean() < 3
+    # the one-kernel normalisation is (x / 255 - MEAN) / STD, from uint8 or from floats in [0, 1]
+    assert torch.allclose(out, (x.float() / 255 - MEAN) / STD, atol=1e-5)
+    unit = x.float() / 255
+    assert torch.allclose(normalise(unit), (unit - MEAN) / STD, atol=1e-5)
     aug = BatchAugment()(x.float())
     assert aug.shape == x.shape and not torch.equal(aug, x.float())
 

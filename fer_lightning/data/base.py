@@ -16,6 +16,25 @@ from fer_lightning.data.augment import BatchAugment
 from fer_lightning.errors import UserError
 
 
+# -MEAN / STD as a 0-d CPU tensor: kernels on any device take it as a scalar.
+_NORM_BIAS = torch.tensor(-MEAN / STD)
+
+
+def normalise(x: torch.Tensor, max_value: float = 1.0) -> torch.Tensor:
+    """``(x / max_value - MEAN) / STD`` as float32, in one multiply-add kernel (``x`` uint8 or
+    float). On a GPU a 48×48 batch's loader is bound by kernel launches, not arithmetic (README,
+    Performance): the conversion, scaling, subtraction and division were four of them."""
+    return torch.add(_NORM_BIAS, x, alpha=1.0 / (max_value * STD))
+
+
+def model_input(x: torch.Tensor, augment: BatchAugment | None = None) -> torch.Tensor:
+    """A uint8 batch ``[N, 1, H, W]`` as the network's normalised float input, augmented (on
+    values in [0, 1]) when ``augment`` is given."""
+    if augment is None:
+        return normalise(x, 255.0)
+    return normalise(augment(x * (1.0 / 255.0)))  # uint8 * float: one kernel, float32 out
+
+
 class _IndexedTensors(Dataset):
     """``ds[list_of_indices]`` returns a whole batch by tensor indexing."""
 
@@ -153,10 +172,8 @@ class TensorDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         x, y = batch
-        x = x.float().div_(255.0)
-        if self.augment is not None and self.trainer is not None and self.trainer.training:
-            x = self.augment(x)
-        return (x - MEAN) / STD, y
+        training = self.augment is not None and self.trainer is not None and self.trainer.training
+        return model_input(x, self.augment if training else None), y
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

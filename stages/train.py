@@ -55,8 +55,11 @@ def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
     cfg.setdefault("checkpoint", {})["dirpath"] = str(ckpt_dir)
     last, key_file = ckpt_dir / "last.ckpt", ctx.out_dir / "run_key"
     resume = last.is_file() and key_file.is_file() and key_file.read_text() == ctx.key and _loadable(last)
-    if not resume and ckpt_dir.exists() and is_rank_zero():
-        shutil.rmtree(ckpt_dir)  # checkpoints of another config must not be resumed
+    if not resume and is_rank_zero():
+        # checkpoints of another config must not be resumed, nor its CSV logs sit beside this run's
+        for stale in (ckpt_dir, ctx.out_dir / "csv_logs"):
+            if stale.exists():
+                shutil.rmtree(stale)
 
     logger = make_logger(ctx.out_dir, name=ctx.name, group=ctx.group, job_type=ctx.kind, config=cfg)
     argv, sys.argv = sys.argv, sys.argv[:1]  # the config comes from `args`, not the command line

@@ -42,6 +42,7 @@ def test_dag_runs_then_caches_by_the_rules(tiny_pipeline, tmp_path):
     # 3. CNN2's config changed: CNN2 and everything downstream; CNN1/CNN3 skipped
     c = k + ["stages.cnn2.params.model.net.init_args.conv_dropout=0.3"]
     assert _ran(_run(tiny_pipeline, out, c)) == ["cnn2", "fusion", "probe", "report", "score_fusion"]
+    assert [p.name for p in (out / "cnn2" / "csv_logs").iterdir()] == ["version_0"]  # the old run's: gone
     assert _ran(_run(tiny_pipeline, out, c)) == []
 
     # an artifact changed on disk after its stage finished: that stage (and only what its new

@@ -344,23 +344,24 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
         def prepare(name: str) -> StageContext | None:
             """Decide whether ``name`` runs (its deps are decided); the context to run it with."""
             stage, stage_dir = pipe.stages[name], out_root / name
-            if dry_run and any(d in reran for d in stage.deps):
-                if only and name not in only:  # as a real run would: not selected, so not run
-                    statuses[name] = "skipped"
-                    log(f"[skip]   {name:<14} ({stage.kind}) not selected (upstream will re-run)")
-                    return None
-                statuses[name] = "run"
-                log(f"[run]    {name:<14} ({stage.kind}) upstream will re-run")
-                reran.add(name)
-                return None
-            ready = all(statuses[d] != "skipped" for d in stage.deps)
-            refs = _input_refs(stage, out_root, fingerprints) if ready else None
-            key = None if refs is None else _stage_key(stage, refs, version, fingerprints)
-            done, why = _check_done(stage_dir, key) if key else (False, "inputs not finished")
+            # a plan cannot hash inputs that an upstream stage has yet to remake
+            upstream_reruns = dry_run and any(d in reran for d in stage.deps)
+            if upstream_reruns:
+                key, done, why = None, False, "upstream will re-run"
+            else:
+                ready = all(statuses[d] != "skipped" for d in stage.deps)
+                refs = _input_refs(stage, out_root, fingerprints) if ready else None
+                key = None if refs is None else _stage_key(stage, refs, version, fingerprints)
+                done, why = _check_done(stage_dir, key) if key else (False, "inputs not finished")
             if only and name not in only:
                 statuses[name] = "cached" if done else "skipped"
                 if not done:
                     log(f"[skip]   {name:<14} ({stage.kind}) not selected ({why})")
+                return None
+            if upstream_reruns:
+                statuses[name] = "run"
+                log(f"[run]    {name:<14} ({stage.kind}) {why}")
+                reran.add(name)
                 return None
             if key is None:
                 missing = [d for d in stage.deps if statuses[d] == "skipped"]

@@ -140,6 +140,31 @@ stages:
         load_pipeline(p)
 
 
+def test_foreach_over_seeds(tmp_path):
+    # `seed` sets each copy's seed_everything (what the top-level seed sets); a list of inputs takes
+    # every copy in turn; on a kind without a seed (score fusion) `seed` only labels the copies
+    from fer_lightning.pipeline.spec import load_pipeline
+
+    p = tmp_path / "p.yaml"
+    p.write_text("""
+data: {class_path: fer_lightning.data.SyntheticFacesDataModule}
+seed: 7
+stages:
+  a: {kind: train, foreach: {seed: [0, 1]}}
+  b: {kind: train}
+  fused: {kind: score_fusion, inputs: {members: [a.probs, b.probs]}}
+  per_seed: {kind: score_fusion, foreach: {seed: [0, 1]}, inputs: {members: [a.probs, b.probs]}}
+""")
+    pipe = load_pipeline(p)
+    assert [pipe.stages[n].config["seed_everything"] for n in ("a@0", "a@1", "b")] == [0, 1, 7]
+    assert pipe.stages["fused"].inputs == {"members": ["a@0.probs", "a@1.probs", "b.probs"]}
+    assert pipe.stages["per_seed@1"].inputs == {"members": ["a@1.probs", "b.probs"]}
+    assert "seed" not in pipe.stages["per_seed@1"].config
+    p.write_text(p.read_text().replace("seed: [0, 1]}}\n  b:", "seed: [x, y]}}\n  b:"))
+    with pytest.raises(UserError, match=r"stages.a.foreach.seed: seeds must be integers"):
+        load_pipeline(p)
+
+
 def _run(pipeline, out, *extra):
     proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipeline),
                            "--out", str(out), "--threads", "1", *extra], cwd=ROOT, capture_output=True,

@@ -270,11 +270,13 @@ def test_gpu_ensemble_pipeline_trains_four_kinds_with_two_seeds(tmp_path):
     pipe = load_pipeline(ROOT / "configs/pipelines/fer2013_gpu_ensemble.yaml", data="synthetic")
     trains = {n: s.config for n, s in pipe.stages.items() if s.kind == "train"}
     got = {n: (c["seed_everything"], c["trainer"]["max_epochs"], c["trainer"]["precision"]) for n, c in trains.items()}
-    assert got == {"vggnet": (0, 40, "bf16-mixed"), "resnet18": (0, 40, "bf16-mixed"),
-                   "vggnet_s1": (1, 40, "bf16-mixed"), "resnet18_s1": (1, 40, "bf16-mixed"),
-                   "vgg_adam": (0, 100, "32-true"), "vgg_sgd": (0, 100, "32-true"),
-                   "vgg_adam_s1": (1, 100, "32-true"), "vgg_sgd_s1": (1, 100, "32-true")}
+    assert got == {"vggnet@0": (0, 40, "bf16-mixed"), "resnet18@0": (0, 40, "bf16-mixed"),
+                   "vggnet@1": (1, 40, "bf16-mixed"), "resnet18@1": (1, 40, "bf16-mixed"),
+                   "vgg_adam@0": (0, 100, "32-true"), "vgg_sgd@0": (0, 100, "32-true"),
+                   "vgg_adam@1": (1, 100, "32-true"), "vgg_sgd@1": (1, 100, "32-true")}
     assert all(c["model"]["tta"] == "flip" for c in trains.values())
-    assert sorted(pipe.stages["ensemble"].deps) == sorted(trains)
+    # the copies are the members, one after the other (not a list of lists)
+    assert pipe.stages["ensemble"].inputs["members"] == [f"{n}.probs" for n in trains]
+    assert pipe.stages["report"].inputs["vggnet"] == ["vggnet@0.metrics", "vggnet@1.metrics"]
     statuses = run_pipeline(pipe, tmp_path / "out", dry_run=True, log=lambda *_: None)
-    assert set(statuses.values()) == {"run"} and not (tmp_path / "out" / "vggnet").exists()
+    assert set(statuses.values()) == {"run"} and not (tmp_path / "out" / "vggnet@0").exists()

@@ -26,8 +26,9 @@ working directory) — and its content is part of the stage's key like any input
 Each stage kind says which of the shared ``seed``/``trainer``/``data`` it receives (``SHARED``).
 
 ``foreach`` (cross-validation folds, seeds, ...) runs a stage once per value. A dotted key
-(``data.init_args.fold``) is set to the value in each copy's config; a plain name (``fold``) only
-labels the copies, for stages that just consume other copies' outputs. A reference from a stage
+(``data.init_args.fold``) is set to the value in each copy's config; ``seed`` sets what the top-level
+``seed`` sets (a training stage's ``seed_everything``), for stages that take it; any other plain
+name (``fold``) only labels the copies, for stages that just consume other copies' outputs. A reference from a stage
 with a ``foreach`` over the same values binds to the copy of the same value; a reference from a
 stage without one becomes the list of every copy's output (a report then shows mean ± std).
 """
@@ -187,9 +188,10 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
             raise UserError(f"{path}: stages.{name}.kind: unknown stage kind '{kind}' "
                             f"(known: {', '.join(sorted(KINDS))})")
         shared = getattr(KINDS[kind], "SHARED", ())
+        seed_key = ("seed_everything" if "trainer" in shared else "seed") if "seed" in shared else None
         cfg = {}
-        if "seed" in shared:
-            cfg["seed_everything" if "trainer" in shared else "seed"] = doc.get("seed", 0)
+        if seed_key:
+            cfg[seed_key] = doc.get("seed", 0)
         if "trainer" in shared:
             cfg["trainer"] = dict(doc.get("trainer") or {})
         if "data" in shared and doc.get("data"):
@@ -217,11 +219,15 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
                 raise UserError(f"{path}: stages.{name}.inputs: '{ref}': both stages have a foreach, "
                                 f"but not the same one")
         key, values = loops[name] or (None, [None])
+        # the config key each copy's value goes to (None: the value only labels the copies)
+        target = key if key is not None and "." in key else seed_key if key == "seed" else None
+        if key == "seed" and target and not all(isinstance(v, int) for v in values):
+            raise UserError(f"{path}: stages.{name}.foreach.seed: seeds must be integers")
         for value in values:
             copy_cfg = cfg
-            if key is not None and "." in key:
+            if target is not None:
                 copy_cfg = copy.deepcopy(cfg)
-                set_dotted(copy_cfg, key, value)
+                set_dotted(copy_cfg, target, value)
             inputs = _bind(st.get("inputs"), loops, value if key is not None else None)
             deps = []
             for ref in iter_refs(inputs):
@@ -258,7 +264,16 @@ def _bind(inputs, loops: dict, value):
             return f"{up}@{value}.{out}"
         return [f"{up}@{v}.{out}" for v in loops[up][1]]
 
-    return map_refs(inputs, bind)
+    bound = map_refs(inputs, bind)
+    if isinstance(inputs, dict) and isinstance(bound, dict):
+        # in a list of references (score fusion's members, fuse's backbones) a stage's copies take
+        # its place one after the other: [a.probs, b.probs] -> [a@0.probs, a@1.probs, b.probs]
+        bound = {k: _splice(v) if isinstance(inputs[k], list) else v for k, v in bound.items()}
+    return _splice(bound) if isinstance(inputs, list) else bound
+
+
+def _splice(items: list) -> list:
+    return [x for item in items for x in (item if isinstance(item, list) else [item])]
 
 
 def _toposort(stages: dict, path) -> dict:

@@ -62,7 +62,10 @@ def instantiate(spec: dict, key: str):
     """Build ``class_path(**init_args)``; ``key`` names the config entry in errors."""
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise UserError(f"{key}: expected a mapping with class_path (and init_args)")
-    cls = import_object(spec["class_path"])
+    try:
+        cls = import_object(spec["class_path"])
+    except UserError as e:
+        raise UserError(f"{key}: {e}") from None
     try:
         return cls(**(spec.get("init_args") or {}))
     except TypeError as e:

@@ -30,3 +30,14 @@ class FERLightningCLI(LightningCLI):
         if "logger" not in kwargs and cfg.get("logger") in (None, True):
             kwargs["logger"] = self._logger or make_logger(cfg.get("default_root_dir") or ".")
         return super().instantiate_trainer(**kwargs)
+
+
+class ParseOnlyCLI(FERLightningCLI):
+    """Parses and validates a config (keys, types, class paths and their arguments) and builds
+    nothing: no seeding, no model, data module or trainer."""
+
+    def _set_seed(self):
+        pass
+
+    def instantiate_classes(self):
+        pass

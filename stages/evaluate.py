@@ -9,6 +9,7 @@ face first (for photos of whole heads); ``ferplus``: a FER+ votes file (``fer201
 score a FER2013 split against its majority vote instead of the original labels.
 """
 
+from fer_lightning.ensemble import METHODS
 from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
 
@@ -16,16 +17,26 @@ OUTPUTS = {"metrics": "metrics.json", "report": "report.md", "confusion": "confu
 FILE_PARAMS = ("data", "ferplus")  # files whose content is an input of the stage (its cache key)
 
 
+def check(name: str, config: dict, inputs) -> list:
+    """The models and params, checked before the pipeline's first stage runs; returns the models."""
+    from fer_lightning.tta import TTA_MODES  # imports torch, as the stage itself will
+
+    models = inputs.get("models") if isinstance(inputs, dict) else None
+    models = [models] if isinstance(models, str) else models
+    if not models:
+        raise UserError(f"stages.{name}.inputs.models: list '<stage>.checkpoint' references")
+    if not isinstance(config.get("data"), str):
+        raise UserError(f"stages.{name}.params.data: the path of the faces to evaluate on")
+    for key, allowed in (("fusion", METHODS), ("tta", TTA_MODES)):
+        if key in config and config[key] not in allowed:
+            raise UserError(f"stages.{name}.params.{key}: '{config[key]}' is not one of {', '.join(allowed)}")
+    return models
+
+
 def run(ctx):
     from fer_lightning.evaluate import evaluate
 
-    models = ctx.inputs.get("models") if isinstance(ctx.inputs, dict) else None
-    if isinstance(models, str):
-        models = [models]
-    if not models:
-        raise UserError(f"stages.{ctx.name}.inputs.models: list '<stage>.checkpoint' references")
-    if not isinstance(ctx.config.get("data"), str):
-        raise UserError(f"stages.{ctx.name}.params.data: the path of the faces to evaluate on")
+    models = check(ctx.name, ctx.config, ctx.inputs)
     m = evaluate(models, ctx.config["data"], ctx.out_dir, ctx.config.get("split"),
                  ctx.config.get("fusion", "mean"), ctx.config.get("tta", "none"),
                  face_crop=bool(ctx.config.get("face_crop", False)), ferplus=ctx.config.get("ferplus"))

@@ -15,14 +15,23 @@ SHARED = train.SHARED
 
 
 def run(ctx):
-    cfg = copy.deepcopy(ctx.config)
-    backbones = (ctx.inputs or {}).get("backbones") if isinstance(ctx.inputs, dict) else None
+    return train.train_and_export(ctx, _complete(ctx.name, ctx.config, ctx.inputs))
+
+
+def check(name: str, config: dict, inputs) -> None:
+    """As train.check."""
+    train.parse_config(name, _complete(name, config, inputs))
+
+
+def _complete(name: str, config: dict, inputs) -> dict:
+    cfg = copy.deepcopy(config)
+    backbones = inputs.get("backbones") if isinstance(inputs, dict) else None
     if not backbones:
-        raise UserError(f"stages.{ctx.name}.inputs.backbones: list the checkpoints to fuse, "
+        raise UserError(f"stages.{name}.inputs.backbones: list the checkpoints to fuse, "
                         f"e.g. [cnn1.checkpoint, cnn2.checkpoint]")
     try:
         net = cfg["model"]["net"]
     except (KeyError, TypeError):
-        raise UserError(f"stages.{ctx.name}: config needs model.net (a FusionNet)")
+        raise UserError(f"stages.{name}: config needs model.net (a FusionNet)")
     net.setdefault("init_args", {})["checkpoints"] = list(backbones)
-    return train.train_and_export(ctx, cfg)
+    return cfg

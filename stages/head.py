@@ -24,38 +24,51 @@ SHARED = ("seed", "trainer")
 
 
 def run(ctx):
-    cfg = copy.deepcopy(ctx.config)
-    paths = (ctx.inputs or {}).get("features") if isinstance(ctx.inputs, dict) else None
-    if isinstance(paths, str):
-        paths = [paths]
-    if not paths:
-        raise UserError(f"stages.{ctx.name}.inputs.features: list the features to train on, "
-                        f"e.g. [mobilenet.features, hog_lbp.features]")
-    data = cfg.setdefault("data", {"class_path": "fer_lightning.data.FeaturesDataModule"})
-    data.setdefault("init_args", {})["paths"] = list(paths)
-    try:
-        net = cfg["model"]["net"]
-    except (KeyError, TypeError):
-        raise UserError(f"stages.{ctx.name}: config needs model.net (a FeatureHead)")
-    keys = data["init_args"].get("keys", "features")
-    keys = [keys] * len(paths) if isinstance(keys, str) else keys
-    if len(keys) != len(paths):
-        raise UserError(f"stages.{ctx.name}: data.init_args.keys: {len(keys)} keys for {len(paths)} inputs")
+    cfg, paths, keys, backbones = _complete(ctx.name, ctx.config, ctx.inputs)
     width = 0
     for path, key in zip(paths, keys):  # from the array headers: the data module loads the arrays once
         shape = npz_array_shape(path, f"train_{key}")
         if shape is None:
             raise UserError(f"{path}: no 'train_{key}' array")
         width += int(np.prod(shape[1:]))
-    net.setdefault("init_args", {})["in_features"] = width
-    backbones = ctx.inputs.get("backbones")
+    cfg["model"]["net"]["init_args"]["in_features"] = width
+    add = (lambda ckpt: add_image_net(ckpt, backbones, keys[0], width, ctx.name)) if backbones else None
+    return train.train_and_export(ctx, cfg, complete_checkpoint=add)
+
+
+def check(name: str, config: dict, inputs) -> None:
+    """As train.check; the head's input width, known once the features exist, is a placeholder."""
+    cfg = _complete(name, config, inputs)[0]
+    cfg["model"]["net"]["init_args"]["in_features"] = 1
+    train.parse_config(name, cfg)
+
+
+def _complete(name: str, config: dict, inputs):
+    """The config with the feature files filled in, the files, their keys and the backbones."""
+    cfg = copy.deepcopy(config)
+    paths = (inputs or {}).get("features") if isinstance(inputs, dict) else None
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        raise UserError(f"stages.{name}.inputs.features: list the features to train on, "
+                        f"e.g. [mobilenet.features, hog_lbp.features]")
+    data = cfg.setdefault("data", {"class_path": "fer_lightning.data.FeaturesDataModule"})
+    data.setdefault("init_args", {})["paths"] = list(paths)
+    try:
+        cfg["model"]["net"].setdefault("init_args", {})
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"stages.{name}: config needs model.net (a FeatureHead)")
+    keys = data["init_args"].get("keys", "features")
+    keys = [keys] * len(paths) if isinstance(keys, str) else keys
+    if len(keys) != len(paths):
+        raise UserError(f"stages.{name}: data.init_args.keys: {len(keys)} keys for {len(paths)} inputs")
+    backbones = inputs.get("backbones")
     if backbones is not None:
         backbones = [backbones] if isinstance(backbones, str) else list(backbones)
         if len(backbones) != len(paths) or len(set(keys)) != 1:
-            raise UserError(f"stages.{ctx.name}.inputs.backbones: one checkpoint per features input "
+            raise UserError(f"stages.{name}.inputs.backbones: one checkpoint per features input "
                             f"({len(paths)}), all of the same layer (data.init_args.keys: {keys})")
-    add = (lambda ckpt: add_image_net(ckpt, backbones, keys[0], width, ctx.name)) if backbones else None
-    return train.train_and_export(ctx, cfg, complete_checkpoint=add)
+    return cfg, paths, keys, backbones
 
 
 def add_image_net(ckpt: dict, backbones: list[str], layer: str, width: int, name: str):

@@ -44,13 +44,26 @@ def _fit_and_score(spec: dict, where: str, path: str, train_split: str, eval_spl
     return {s: score(clf.predict(z[f"{s}_features"]), z[f"{s}_labels"]) for s in splits if f"{s}_features" in z}
 
 
+def check(name: str, config: dict, inputs) -> None:
+    """The inputs and every classifier's class and arguments (built, not fitted), checked before the
+    pipeline's first stage runs."""
+    features = inputs.get("features") if isinstance(inputs, dict) else None
+    if not isinstance(features, dict) or not features:
+        raise UserError(f"stages.{name}.inputs.features: map model names to '<stage>.features'")
+    classifiers = config.get("classifiers", DEFAULT_CLASSIFIERS)
+    if not isinstance(classifiers, dict) or not classifiers:
+        raise UserError(f"stages.{name}.params.classifiers: map names to {{class_path, init_args, [pca]}}")
+    for c, spec in classifiers.items():
+        instantiate({k: v for k, v in spec.items() if k != "pca"} if isinstance(spec, dict) else spec,
+                    f"stages.{name}.params.classifiers.{c}")
+
+
 def run(ctx):
     import torch
     from joblib import Parallel, delayed
 
-    features = ctx.inputs.get("features") if isinstance(ctx.inputs, dict) else None
-    if not isinstance(features, dict) or not features:
-        raise UserError(f"stages.{ctx.name}.inputs.features: map model names to '<stage>.features'")
+    check(ctx.name, ctx.config, ctx.inputs)
+    features = ctx.inputs["features"]
     classifiers = ctx.config.get("classifiers", DEFAULT_CLASSIFIERS)
     train_split = ctx.config.get("train_split", "train")
     jobs = [(m, c, spec, path) for m, path in features.items() for c, spec in classifiers.items()]

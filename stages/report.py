@@ -130,9 +130,39 @@ def per_class_markdown(t: dict, labels=SPLIT_NAMES) -> str:
     return "\n".join(lines) + "\n"
 
 
+COLUMNS = ("acc", "precision", "recall", "f1")
+
+
+def check(name: str, config: dict, inputs) -> None:
+    """The tables' shape, columns and sources (by input name), checked before the pipeline's
+    first stage runs: a typo here would otherwise surface after everything upstream trained."""
+    if not isinstance(inputs, dict) or not inputs:
+        raise UserError(f"stages.{name}.inputs: map source names to '<stage>.metrics'")
+    where = f"stages.{name}.params"
+    if not isinstance(config.get("splits", ["test"]), list):
+        raise UserError(f"{where}.splits: expected a list of split names, e.g. [test]")
+    tables = config.get("tables", [])
+    per_class = config.get("per_class")
+    if not isinstance(tables, list) or (per_class is not None and not isinstance(per_class, dict)):
+        raise UserError(f"{where}: 'tables' must be a list and 'per_class' a mapping (see stages/report.py)")
+    for i, t in enumerate(tables + ([per_class] if per_class else [])):
+        at = f"{where}.tables[{i}]" if i < len(tables) else f"{where}.per_class"
+        if not isinstance(t, dict) or not isinstance(t.get("rows"), list):
+            raise UserError(f"{at}: expected a mapping with a list of rows")
+        bad = [c for c in t.get("columns", []) if c not in COLUMNS] if i < len(tables) else []
+        if i < len(tables) and (bad or not t.get("columns") or "title" not in t):
+            raise UserError(f"{at}: needs a title and columns from {', '.join(COLUMNS)}"
+                            + (f" (unknown: {', '.join(map(str, bad))})" if bad else ""))
+        for r in t["rows"]:
+            if not isinstance(r, dict) or "label" not in r or not isinstance(r.get("source"), str):
+                raise UserError(f"{at}.rows: each row needs a label and a source, got {r!r}")
+            if r["source"].split("/")[0] not in inputs:
+                raise UserError(f"{at}: row '{r['label']}': source '{r['source']}' names no input "
+                                f"(inputs: {', '.join(inputs)})")
+
+
 def run(ctx):
-    if not isinstance(ctx.inputs, dict) or not ctx.inputs:
-        raise UserError(f"stages.{ctx.name}.inputs: map source names to '<stage>.metrics'")
+    check(ctx.name, ctx.config, ctx.inputs)
     metrics = {name: aggregate([json.loads(Path(q).read_text()) for q in p]) if isinstance(p, list)
                else json.loads(Path(p).read_text()) for name, p in ctx.inputs.items()}
     splits = ctx.config.get("splits", ["test"])

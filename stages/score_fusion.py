@@ -11,18 +11,29 @@ Params: ``methods`` (default ``[max, mean]``), ``fit_split``.
 import numpy as np
 
 from fer_lightning.artifacts import atomic_save_npz, atomic_write_json, load_npz
-from fer_lightning.ensemble import fit_weights, fuse_scores
+from fer_lightning.ensemble import METHODS, fit_weights, fuse_scores
 from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"probs": "probs.npz", "metrics": "metrics.json"}
+def check(name: str, config: dict, inputs) -> list:
+    """The members and methods, checked before the pipeline's first stage runs."""
+    members = inputs.get("members") if isinstance(inputs, dict) else None
+    if not isinstance(members, list) or len(members) < 2:
+        raise UserError(f"stages.{name}.inputs.members: list at least two '<stage>.probs' references")
+    methods = config.get("methods", ["max", "mean"])
+    unknown = [m for m in methods if m not in METHODS and m != "weighted"] if isinstance(methods, list) else [methods]
+    if unknown or not methods:
+        raise UserError(f"stages.{name}.params.methods: expected a list of {', '.join(METHODS)}, weighted "
+                        f"(got {methods!r})")
+    return methods
+
+
 def run(ctx):
     from fer_lightning.metrics import score  # imports torch: only when the stage runs
 
-    members = ctx.inputs.get("members") if isinstance(ctx.inputs, dict) else None
-    if not members or len(members) < 2:
-        raise UserError(f"stages.{ctx.name}.inputs.members: list at least two '<stage>.probs' references")
-    methods = ctx.config.get("methods", ["max", "mean"])
+    methods = check(ctx.name, ctx.config, ctx.inputs)
+    members = ctx.inputs["members"]
     loaded = [load_npz(p) for p in members]
     splits = [k[: -len("_probs")] for k in loaded[0] if k.endswith("_probs")
               and all(k in m for m in loaded)]

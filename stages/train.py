@@ -31,21 +31,47 @@ SHARED = ("seed", "trainer", "data")  # what the pipeline's shared settings give
 
 
 def run(ctx):
-    cfg = ctx.config
-    if ctx.inputs:
-        if not isinstance(ctx.inputs, dict) or set(ctx.inputs) != {"teacher"}:
-            raise UserError(f"stages.{ctx.name}.inputs: a train stage takes only {{teacher: <stage>.probs}}")
-        cfg = copy.deepcopy(cfg)
-        cfg.setdefault("data", {}).setdefault("init_args", {})["teacher_probs"] = ctx.inputs["teacher"]
-    return train_and_export(ctx, cfg)
+    return train_and_export(ctx, _with_teacher(ctx.name, ctx.config, ctx.inputs))
+
+
+def check(name: str, config: dict, inputs) -> None:
+    """Parse the stage's config as its training will (the runner calls this for every stage about to
+    run, before the first one starts: a wrong key or class fails at once, not hours later)."""
+    parse_config(name, _with_teacher(name, config, inputs))
+
+
+def _with_teacher(name: str, cfg: dict, inputs) -> dict:
+    if not inputs:
+        return cfg
+    if not isinstance(inputs, dict) or set(inputs) != {"teacher"}:
+        raise UserError(f"stages.{name}.inputs: a train stage takes only {{teacher: <stage>.probs}}")
+    cfg = copy.deepcopy(cfg)
+    cfg.setdefault("data", {}).setdefault("init_args", {})["teacher_probs"] = inputs["teacher"]
+    return cfg
+
+
+def parse_config(name: str, cfg: dict, build: bool = False, logger=None):
+    """The LightningCLI of ``cfg``: parsed and validated only, or with ``build`` its model, data
+    module and trainer built too. An invalid config is a one-line UserError naming the stage and key."""
+    from fer_lightning.train_cli import FERLightningCLI, ParseOnlyCLI
+
+    cls, kwargs = (FERLightningCLI, {"logger": logger}) if build else (ParseOnlyCLI, {})
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the config comes from `args`, not the command line
+    try:
+        # a copy: jsonargparse replaces parts of the mapping it parses (callbacks become Namespaces)
+        return cls(run=False, args=copy.deepcopy(cfg), save_config_callback=None,
+                   parser_kwargs={"exit_on_error": False}, **kwargs)
+    except (ArgumentError, ValueError, TypeError) as e:
+        flat = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise UserError(f"stages.{name}: invalid config: {flat}") from None
+    finally:
+        sys.argv = argv
 
 
 def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
     """Fit, then write the outputs. ``complete_checkpoint(ckpt)`` may add to the exported
     checkpoint dict before it is written (the ``head`` stage adds its image-level network)."""
     import torch
-
-    from fer_lightning.train_cli import FERLightningCLI
 
     cfg = copy.deepcopy(cfg)
     if is_rank_zero():  # the fully resolved config: `fer-lightning train fit --config` runs it alone
@@ -62,15 +88,7 @@ def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
                 shutil.rmtree(stale)
 
     logger = make_logger(ctx.out_dir, name=ctx.name, group=ctx.group, job_type=ctx.kind, config=cfg)
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the config comes from `args`, not the command line
-    try:
-        cli = FERLightningCLI(run=False, args=cfg, logger=logger, save_config_callback=None,
-                              parser_kwargs={"exit_on_error": False})
-    except (ArgumentError, ValueError, TypeError) as e:
-        flat = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise UserError(f"stages.{ctx.name}: invalid config: {flat}") from None
-    finally:
-        sys.argv = argv
+    cli = parse_config(ctx.name, cfg, build=True, logger=logger)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     if trainer.is_global_zero:
         atomic_write_text(key_file, ctx.key)

@@ -23,6 +23,36 @@ def test_invalid_value_in_a_stage_config(tiny_pipeline, tmp_path):
     assert not (tmp_path / "cnn2" / "manifest.json").exists()
 
 
+def test_an_invalid_downstream_config_fails_before_any_stage_trains(tiny_pipeline, tmp_path):
+    # the fusion head runs after the three CNNs; its typo is found before they train
+    sets = ["stages.fusion.params.model.net.init_args.hiden=3"]
+    with pytest.raises(UserError, match=r"^stages.fusion: invalid config: .*'hiden' is not accepted"):
+        _run(tiny_pipeline, tmp_path, sets)
+    assert not (tmp_path / "cnn1").exists()
+    statuses = run_pipeline(load_pipeline(tiny_pipeline), tmp_path, dry_run=True, log=lambda *_: None)
+    assert statuses["fusion"] == "run"          # the config as shipped parses
+    with pytest.raises(UserError, match=r"^stages.fusion: invalid config"):   # `plan` checks too
+        run_pipeline(load_pipeline(tiny_pipeline, sets=sets), tmp_path, dry_run=True, log=lambda *_: None)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("stages.score_fusion.params.methods=[mean, median]", r"^stages.score_fusion.params.methods: expected"),
+    ("stages.probe.params.classifiers={svm: {class_path: sklearn.svm.LinearSVX}}",
+     r"^stages.probe.params.classifiers.svm: class_path 'sklearn.svm.LinearSVX' cannot be imported"),
+    ("stages.probe.params.classifiers={knn: {class_path: sklearn.neighbors.KNeighborsClassifier, "
+     "init_args: {k: 5}}}", r"^stages.probe.params.classifiers.knn: .*'k'"),
+    ("stages.report.params.tables=[{title: T, columns: [acc, f2], rows: []}]", r"unknown: f2"),
+    ("stages.report.params.tables=[{title: T, columns: [acc], rows: [{label: x, source: cnn9/acc}]}]",
+     r"^stages.report.params.tables\[0\]: row 'x': source 'cnn9/acc' names no input"),
+    ("stages.cross={kind: evaluate, inputs: {models: [cnn1.checkpoint]}, params: {data: faces, tta: flop}}",
+     r"^stages.cross.params.tta: 'flop' is not one of none, flip"),
+])
+def test_a_typo_in_a_light_stage_fails_before_any_stage_trains(tiny_pipeline, tmp_path, setting, message):
+    with pytest.raises(UserError, match=message):
+        _run(tiny_pipeline, tmp_path, [setting])
+    assert not (tmp_path / "cnn1").exists()
+
+
 def test_a_train_stage_takes_only_a_teacher_input_and_only_with_fer2013_data(tiny_pipeline, tmp_path):
     teacher = tmp_path / "probs.npz"
     teacher.write_bytes(b"not read: the stage stops first")

@@ -340,6 +340,21 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
         version = _code_version()
         statuses, reran = {}, set()
         t_all = time.time()
+        checked = False
+
+        def check_configs_once():
+            """Before the first stage runs, check the config of every stage that may run after it:
+            a typo in the last stage fails now, not after the others have trained."""
+            nonlocal checked
+            if checked:
+                return
+            checked = True
+            from stages import KINDS
+
+            for name, stage in pipe.stages.items():
+                check = getattr(KINDS[stage.kind], "check", None)
+                if check and statuses.get(name) not in ("cached", "skipped") and (not only or name in only):
+                    check(name, stage.config, stage.inputs)
 
         def prepare(name: str) -> StageContext | None:
             """Decide whether ``name`` runs (its deps are decided); the context to run it with."""
@@ -359,6 +374,7 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                     log(f"[skip]   {name:<14} ({stage.kind}) not selected ({why})")
                 return None
             if upstream_reruns:
+                check_configs_once()
                 statuses[name] = "run"
                 log(f"[run]    {name:<14} ({stage.kind}) {why}")
                 reran.add(name)
@@ -373,6 +389,7 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 statuses[name] = "cached"
                 log(f"[cached] {name:<14} ({stage.kind})")
                 return None
+            check_configs_once()
             log(f"[run]    {name:<14} ({stage.kind}) {why}")
             statuses[name] = "run"
             reran.add(name)

@@ -10,6 +10,7 @@
 #       fusion_light (the same, conv dropout 0.1) |
 #       vgg1x1 (paper 002) | attention (paper 004) | hybrid (paper 003) | recipes (issue 8) |
 #       ferplus (the recipes on FER+ soft votes) | sota (issue 8: VGG + ResNet-18, bf16, both at once) |
+#       vggnet (issue 8: the VGG at 100 epochs, plateau and cosine schedules side by side, bf16) |
 #       cpu (the 2-core CPU recipe, two narrow VGGs + their fusion, at GPU length) |
 #       distill (the six-network CPU ensemble and a narrow VGG distilled from it)
 # PIPE_ARGS adds `pipeline run` options (e.g. "--set trainer.max_epochs=40"; keep them the same to
@@ -19,7 +20,7 @@
 # What comes back in $OUT: <step>.log (per-stage times, DAG wall time) and <step>_report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step=${1:?usage: bash bench/gpu_session.sh prepare|setup|bench|fusion|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|cpu|distill}
+step=${1:?usage: bash bench/gpu_session.sh prepare|setup|bench|fusion|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|vggnet|cpu|distill}
 SHARED=${SHARED:-../shared}
 
 if [ "$step" = prepare ]; then
@@ -65,6 +66,7 @@ case $step in
   hybrid) pipeline fer2013_hybrid ;;
   recipes) pipeline fer2013_recipes ;;
   sota) pipeline fer2013_sota --set trainer.precision=bf16-mixed ;;
+  vggnet) pipeline fer2013_vggnet_schedules ;;
   cpu) pipeline fer2013_cpu ;;
   distill) pipeline fer2013_cpu_distill ;;
   ferplus) pipeline fer2013_recipes --set data.init_args.ferplus_csv=.carry/fer2013new.csv \

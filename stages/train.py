@@ -2,7 +2,7 @@
 probabilities, last-fc features and metrics for the downstream stages.
 
 Inputs (optional): ``teacher``: a ``<stage>.probs`` reference (a trained model or a score-fusion
-ensemble) to distil from: it becomes ``data.init_args.teacher_probs`` (FER2013 data only).
+ensemble) to distil from: it becomes ``data.init_args.teacher_probs`` (any image data module).
 
 The stage config is a LightningCLI config (``model``, ``data``, ``trainer``, ``checkpoint``,
 ``seed_everything``): the same file runs alone with ``fer-lightning train fit --config``.

@@ -172,6 +172,26 @@ def test_distillation_blends_the_teachers_training_scores_with_the_labels(tmp_pa
         FER2013DataModule(str(csv_path), teacher_weight=1.5)
 
 
+def test_distillation_with_any_data_module(tiny_pipeline, tmp_path):
+    # the teacher mechanism lives in TensorDataModule: here CNN2 on synthetic faces, taught by CNN1
+    from fer_lightning.data import SyntheticFacesDataModule
+    from fer_lightning.pipeline.spec import load_pipeline
+
+    pipe = load_pipeline(tiny_pipeline, sets=["stages.cnn2.inputs={teacher: cnn1.probs}"])
+    statuses = run_pipeline(pipe, tmp_path / "out", only=["cnn1", "cnn2"], log=lambda *_: None)
+    assert statuses["cnn2"] == "run" and statuses["cnn1"] == "run"
+    student = yaml.safe_load((tmp_path / "out/cnn2/config.yaml").read_text())
+    teacher_file = tmp_path / "out/cnn1/probs.npz"
+    assert student["data"]["init_args"]["teacher_probs"] == str(teacher_file)   # what the stage trained with
+    dm = SyntheticFacesDataModule(num_train=140, num_val=70, num_test=70, teacher_probs=str(teacher_file),
+                                  teacher_weight=0.5)
+    dm.setup()
+    with np.load(teacher_file) as f:
+        expected = 0.5 * f["train_probs"] + 0.5 * np.eye(7, dtype=np.float32)[f["train_labels"]]
+    np.testing.assert_allclose(dm.train_targets.numpy(), expected, rtol=1e-6)
+    assert json.loads((tmp_path / "out/cnn2/manifest.json").read_text())["inputs"]["cnn1.probs"]
+
+
 TINY = """
 base: {base}
 name: tiny_recipes

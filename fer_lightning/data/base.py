@@ -6,7 +6,10 @@ Conversion to float, normalisation and augmentation run on whole batches after t
 its device (`on_after_batch_transfer`).
 """
 
+from pathlib import Path
+
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -90,6 +93,11 @@ class TensorDataModule(L.LightningDataModule):
         eval_batch_size: batch size for validation, test and prediction.
         augment: batch augmentation for training; ``None`` turns it off.
         seed: seed of the training-order shuffle and of any split this module makes.
+        teacher_probs: knowledge distillation: a trained model's or ensemble's ``probs.npz`` (see
+            :func:`read_teacher`); the training targets become ``teacher_weight`` × the teacher's
+            probabilities + (1 − ``teacher_weight``) × the labels (one-hot, or a subclass's soft
+            labels such as FER+'s votes). Validation and test are scored against the labels.
+        teacher_weight: the teacher's share of the training target, in [0, 1].
     """
 
     num_classes = len(CLASS_NAMES)
@@ -98,13 +106,18 @@ class TensorDataModule(L.LightningDataModule):
     eval_splits = ("train", "val", "test")
 
     def __init__(self, batch_size: int = 256, eval_batch_size: int = 1024,
-                 augment: BatchAugment | None = None, seed: int = 0):
+                 augment: BatchAugment | None = None, seed: int = 0, teacher_probs: str | None = None,
+                 teacher_weight: float = 0.5):
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.augment = augment
         self.seed = seed
+        if not 0.0 <= teacher_weight <= 1.0:
+            raise UserError(f"data.teacher_weight: {teacher_weight} must lie in [0, 1]")
+        self.teacher_probs, self.teacher_weight = teacher_probs, teacher_weight
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.train_targets = None  # soft training targets: a subclass's (FER+ votes) and/or a teacher's
         self.predict_split = "test"
 
     # -- to implement ---------------------------------------------------------------------
@@ -121,6 +134,12 @@ class TensorDataModule(L.LightningDataModule):
         for name in ("train", "val", "test"):
             if name not in splits or len(splits[name][1]) == 0:
                 raise UserError(f"{type(self).__name__}: split '{name}' has no rows")
+        if self.teacher_probs:
+            labels = splits["train"][1]
+            teacher = read_teacher(self.teacher_probs, labels, self.num_classes)
+            own = (self.train_targets if self.train_targets is not None
+                   else F.one_hot(labels, self.num_classes).float())
+            self.train_targets = self.teacher_weight * teacher + (1 - self.teacher_weight) * own
         self.splits = splits
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +172,8 @@ class TensorDataModule(L.LightningDataModule):
     def train_dataloader(self):
         if self.augment is not None:
             self.augment.reset()  # a new fit draws its own augmentation parameters
-        return self._loader("train", train=True)
+        images, labels = self.split("train")
+        return self.loader(images, labels if self.train_targets is None else self.train_targets, train=True)
 
     def val_dataloader(self):
         return self._loader("val", train=False)
@@ -174,6 +194,34 @@ class TensorDataModule(L.LightningDataModule):
         x, y = batch
         training = self.augment is not None and self.trainer is not None and self.trainer.training
         return model_input(x, self.augment if training else None), y
+
+
+def read_teacher(path, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """A teacher's class probabilities for the training split (knowledge distillation), from a
+    stage's ``probs.npz``: a train stage's ``train_probs`` or a score-fusion stage's
+    ``mean_train_probs``. The file's ``train_labels`` must equal this split's labels row for row,
+    which they do when the teacher was trained with the same data settings (data files, split
+    options, ``seed``, FER+ options)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data.teacher_probs: {path} not found (a stage's probs.npz)")
+    try:
+        f = np.load(path)
+    except (OSError, ValueError):  # not an .npz (BadZipFile is an OSError)
+        raise UserError(f"data.teacher_probs: {path} is not an .npz file (a stage's probs.npz)") from None
+    with f:
+        key = next((k for k in ("train_probs", "mean_train_probs") if k in f), None)
+        if key is None or "train_labels" not in f:
+            raise UserError(f"data.teacher_probs: {path} has no training-split scores (train_probs or "
+                            f"mean_train_probs, and train_labels): pass a train or score_fusion stage's probs.npz")
+        probs, teacher_labels = f[key], f["train_labels"]
+    if probs.ndim != 2 or probs.shape[1] != num_classes:
+        raise UserError(f"data.teacher_probs: {path}: {key} has shape {probs.shape}, "
+                        f"expected (rows, {num_classes})")
+    if len(teacher_labels) != len(labels) or not np.array_equal(teacher_labels, labels.numpy()):
+        raise UserError(f"data.teacher_probs: {path}: its training split ({len(teacher_labels)} rows) is not this "
+                        f"one ({len(labels)} rows, or other labels): train the teacher with the same data settings")
+    return torch.from_numpy(probs).float()
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

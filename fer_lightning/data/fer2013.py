@@ -154,32 +154,6 @@ def read_ferplus(path, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return mapping[np.minimum(top, 6)], soft, keep
 
 
-def read_teacher(path, labels: torch.Tensor) -> torch.Tensor:
-    """A teacher's class probabilities for the training split (knowledge distillation), from a
-    stage's ``probs.npz``: a train stage's ``train_probs`` or a score-fusion stage's
-    ``mean_train_probs``. The file's ``train_labels`` must equal this split's labels row for row,
-    which they do when the teacher was trained with the same data settings (CSV, ``val_split``,
-    ``val_fraction``, ``seed``, FER+ options)."""
-    from fer_lightning import CLASS_NAMES
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data.teacher_probs: {path} not found (a stage's probs.npz)")
-    with np.load(path) as f:
-        key = next((k for k in ("train_probs", "mean_train_probs") if k in f), None)
-        if key is None or "train_labels" not in f:
-            raise UserError(f"data.teacher_probs: {path} has no training-split scores (train_probs or "
-                            f"mean_train_probs, and train_labels): pass a train or score_fusion stage's probs.npz")
-        probs, teacher_labels = f[key], f["train_labels"]
-    if probs.ndim != 2 or probs.shape[1] != len(CLASS_NAMES):
-        raise UserError(f"data.teacher_probs: {path}: {key} has shape {probs.shape}, "
-                        f"expected (rows, {len(CLASS_NAMES)})")
-    if len(teacher_labels) != len(labels) or not np.array_equal(teacher_labels, labels.numpy()):
-        raise UserError(f"data.teacher_probs: {path}: its training split ({len(teacher_labels)} rows) is not this "
-                        f"one ({len(labels)} rows, or other labels): train the teacher with the same data settings")
-    return torch.from_numpy(probs).float()
-
-
 class FER2013DataModule(TensorDataModule):
     """FER2013 from the Kaggle CSV.
 
@@ -199,11 +173,8 @@ class FER2013DataModule(TensorDataModule):
         ferplus_labels: with ``ferplus_csv``: ``majority`` trains on the majority vote; ``soft``
             trains on the vote distribution (cross-entropy against it, FER+'s "CEL" scheme).
             Validation and test are always scored against the majority vote.
-        teacher_probs: knowledge distillation: a trained model's or ensemble's ``probs.npz`` (see
-            :func:`read_teacher`); the training targets become ``teacher_weight`` × the teacher's
-            probabilities + (1 − ``teacher_weight``) × the labels (one-hot, or FER+'s soft votes).
-            Validation and test are scored against the labels as always.
-        teacher_weight: the teacher's share of the training target, in [0, 1].
+        teacher_probs, teacher_weight: knowledge distillation (``TensorDataModule``); with
+            ``ferplus_labels: soft`` the teacher's scores blend with FER+'s vote distribution.
     """
 
     eval_splits = ("train", "val", "test", "public_test", "private_test")
@@ -214,7 +185,7 @@ class FER2013DataModule(TensorDataModule):
                  ferplus_labels: str = "majority", teacher_probs: str | None = None,
                  teacher_weight: float = 0.5):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
-                         seed=seed)
+                         seed=seed, teacher_probs=teacher_probs, teacher_weight=teacher_weight)
         if val_split not in ("holdout", "PublicTest"):
             raise UserError(f"data.val_split: '{val_split}' is not one of holdout, PublicTest")
         if not 0.0 < val_fraction < 1.0:
@@ -227,10 +198,6 @@ class FER2013DataModule(TensorDataModule):
         if ferplus_labels == "soft" and not ferplus_csv:
             raise UserError("data.ferplus_labels: soft needs data.ferplus_csv (the FER+ votes file)")
         self.ferplus_labels = ferplus_labels
-        if not 0.0 <= teacher_weight <= 1.0:
-            raise UserError(f"data.teacher_weight: {teacher_weight} must lie in [0, 1]")
-        self.teacher_probs, self.teacher_weight = teacher_probs, teacher_weight
-        self.train_targets = None  # soft targets for the training split (FER+ votes, a teacher's)
 
     def load_splits(self):
         d = load_fer2013(self.csv_path, self.cache_dir)
@@ -259,17 +226,7 @@ class FER2013DataModule(TensorDataModule):
         else:
             val = public
         if self.ferplus_labels == "soft":
-            self.train_targets = train_soft
-        if self.teacher_probs:
-            teacher = read_teacher(self.teacher_probs, train[1])
-            labels = (self.train_targets if self.train_targets is not None    # FER+ soft votes
-                      else torch.nn.functional.one_hot(train[1], teacher.shape[1]).float())
-            self.train_targets = self.teacher_weight * teacher + (1 - self.teacher_weight) * labels
+            self.train_targets = train_soft   # the base class blends a teacher's scores into these
         test = (torch.cat([public[0], private[0]]), torch.cat([public[1], private[1]]))
         return {"train": train, "val": val, "test": test, "public_test": public,
                 "private_test": private}
-
-    def train_dataloader(self):
-        if self.train_targets is None:
-            return super().train_dataloader()
-        return self.loader(self.split("train")[0], self.train_targets, train=True)

@@ -114,9 +114,10 @@ class ImageFolderDataModule(TensorDataModule):
     def __init__(self, train_root: str, test_root: str | None = None, val_fraction: float = 0.1,
                  test_fraction: float = 0.2, fractions: list[float] | None = None, image_size: int = 48,
                  face_crop: bool = False, batch_size: int = 256, eval_batch_size: int = 1024,
-                 augment: BatchAugment | None = None, seed: int = 0):
+                 augment: BatchAugment | None = None, seed: int = 0, teacher_probs: str | None = None,
+                 teacher_weight: float = 0.5):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
-                         seed=seed)
+                         seed=seed, teacher_probs=teacher_probs, teacher_weight=teacher_weight)
         if fractions is not None:
             if test_root or len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) <= 0:
                 raise UserError(f"data.fractions: {fractions}: expected three positive shares summing to 1 "

@@ -84,9 +84,10 @@ class JAFFEDataModule(TensorDataModule):
 
     def __init__(self, root: str, split: str = "paper", fold: int = 0, val_fraction: float = 0.1,
                  image_size: int = 48, face_crop: bool = False, batch_size: int = 16, eval_batch_size: int = 256,
-                 augment: BatchAugment | None = None, seed: int = 0):
+                 augment: BatchAugment | None = None, seed: int = 0, teacher_probs: str | None = None,
+                 teacher_weight: float = 0.5):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
-                         seed=seed)
+                         seed=seed, teacher_probs=teacher_probs, teacher_weight=teacher_weight)
         if split not in ("paper", "loso"):
             raise UserError(f"data.split: '{split}' is not one of paper, loso")
         self.root, self.split_mode, self.fold = root, split, fold

@@ -129,9 +129,10 @@ class SyntheticFacesDataModule(TensorDataModule):
 
     def __init__(self, num_train: int = 4000, num_val: int = 800, num_test: int = 1600,
                  image_size: int = 48, batch_size: int = 128, eval_batch_size: int = 1024,
-                 augment: BatchAugment | None = None, seed: int = 0):
+                 augment: BatchAugment | None = None, seed: int = 0, teacher_probs: str | None = None,
+                 teacher_weight: float = 0.5):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
-                         seed=seed)
+                         seed=seed, teacher_probs=teacher_probs, teacher_weight=teacher_weight)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
 

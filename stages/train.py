@@ -62,10 +62,25 @@ def parse_config(name: str, cfg: dict, build: bool = False, logger=None):
         return cls(run=False, args=copy.deepcopy(cfg), save_config_callback=None,
                    parser_kwargs={"exit_on_error": False}, **kwargs)
     except (ArgumentError, ValueError, TypeError) as e:
-        flat = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise UserError(f"stages.{name}: invalid config: {flat}") from None
+        raise UserError(f"stages.{name}: invalid config: {_one_line(str(e))}") from None
     finally:
         sys.argv = argv
+
+
+# jsonargparse explains a value that fits no type of an Optional[...] union at length: the union,
+# every alternative ("Expected a <class 'NoneType'>") and the whole value given. What is left of
+# its nested message is the path to the key and what is wrong with it.
+_UNION_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:",
+                "- Expected a <class 'NoneType'>", "Given value type:")
+
+
+def _one_line(message: str) -> str:
+    kept = []
+    for line in (raw.strip() for raw in message.splitlines()):
+        if not line or line.startswith(_UNION_NOISE) or (line.startswith("Given value:") and len(line) > 60):
+            continue
+        kept.append(line.removeprefix("- "))
+    return " ".join(kept)
 
 
 def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:

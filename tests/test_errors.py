@@ -21,6 +21,11 @@ def test_invalid_value_in_a_stage_config(tiny_pipeline, tmp_path):
     msg = str(e.value)
     assert msg.startswith("stages.cnn2: invalid config:") and "conv_dropout" in msg and "\n" not in msg
     assert not (tmp_path / "cnn2" / "manifest.json").exists()
+    # an unknown data option: the key and the class, not jsonargparse's account of the Optional union
+    with pytest.raises(UserError) as e:
+        _run(tiny_pipeline, tmp_path, ["data.init_args.fold=1"], only=["cnn2"])
+    assert str(e.value) == ("stages.cnn2: invalid config: Parser key \"data\": Problem with given class_path "
+                            "'fer_lightning.data.SyntheticFacesDataModule': Option 'fold' is not accepted")
 
 
 def test_an_invalid_downstream_config_fails_before_any_stage_trains(tiny_pipeline, tmp_path):

@@ -1,7 +1,9 @@
 """Stage kinds: one module each, with ``OUTPUTS`` (name -> file in the stage directory),
 ``run(ctx)`` (ctx: :class:`fer_lightning.pipeline.runner.StageContext`; returns summary metrics)
 and optionally ``SHARED`` (which of the pipeline's ``seed``, ``trainer``, ``data`` its config
-receives), ``FILE_PARAMS`` (config keys that name files: their content joins the stage's key) and
+receives), ``PARAMS`` (the keys its params may hold, for kinds whose config is not a LightningCLI
+config: any other key is an error), ``FILE_PARAMS`` (config keys that name files: their content
+joins the stage's key) and
 ``check(name, config, inputs)`` (raises UserError for a bad config; the runner calls it for every
 stage that may run before the first one starts, with inputs still as ``<stage>.<output>`` refs)."""
 

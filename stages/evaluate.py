@@ -14,6 +14,7 @@ from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"metrics": "metrics.json", "report": "report.md", "confusion": "confusion.png"}
+PARAMS = ("data", "split", "fusion", "tta", "face_crop", "ferplus")  # what params may hold
 FILE_PARAMS = ("data", "ferplus")  # files whose content is an input of the stage (its cache key)
 
 

@@ -17,6 +17,7 @@ from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"features": "features.npz", "metrics": "metrics.json"}
+PARAMS = ("hog", "lbp", "pca")  # what params may hold (besides the shared seed and data)
 SHARED = ("seed", "data")
 
 

@@ -17,6 +17,7 @@ from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"metrics": "metrics.json"}
+PARAMS = ("classifiers", "train_split", "eval_splits")  # what params may hold
 DEFAULT_CLASSIFIERS = {
     "svm": {"class_path": "sklearn.svm.LinearSVC", "init_args": {"C": 0.1}},
     "knn": {"class_path": "sklearn.neighbors.KNeighborsClassifier", "init_args": {"n_neighbors": 5}},

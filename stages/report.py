@@ -25,6 +25,7 @@ from fer_lightning.plots import plot_confusion
 from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"report": "report.md", "json": "report.json"}
+PARAMS = ("title", "notes", "splits", "split_labels", "tables", "per_class")  # what params may hold
 SPLIT_NAMES = {"private_test": "PrivateTest", "public_test": "PublicTest"}  # params.split_labels adds more
 
 

@@ -105,6 +105,9 @@ def test_stage_interrupted_leaves_no_finished_manifest(tiny_pipeline, tmp_path, 
     ("stages.fusion.inputs.backbones=[cnn1.weights]", "stage 'cnn1' (train) has no output 'weights'"),
     ("stages.cnn1.inputs={x: report.report}", "the stages form a cycle"),
     ("epochs=3", "unknown key(s) epochs"),
+    ("stages.probe.params.knn.init_args.n_neighbors=7",   # the key is classifiers.knn...
+     "stages.probe.params: unknown key(s) knn (a probe stage takes classifiers, train_split, eval_splits)"),
+    ("stages.score_fusion.params.seed=3", "stages.score_fusion.params: unknown key(s) seed"),
 ])
 def test_bad_pipeline_files_are_one_line_errors(tiny_pipeline, edit, message):
     with pytest.raises(UserError) as e:

@@ -202,6 +202,12 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
         if not isinstance(params, dict):
             raise UserError(f"{path}: stages.{name}.params must be a mapping")
         cfg = deep_merge(cfg, params)
+        allowed = getattr(KINDS[kind], "PARAMS", None)
+        given = set(cfg) - {seed_key} - {k for k in ("trainer", "data") if k in shared}  # minus the shared ones
+        unknown = sorted(given - set(allowed)) if allowed is not None else []
+        if unknown:
+            raise UserError(f"{path}: stages.{name}.params: unknown key(s) {', '.join(unknown)} "
+                            f"(a {kind} stage takes {', '.join(allowed)})")
         st["inputs"] = _resolve_files(st.get("inputs"), Path.cwd())  # those --set added
         for ref in iter_refs(st.get("inputs")):
             if is_file_ref(ref):

@@ -154,9 +154,14 @@ def check(name: str, config: dict, inputs) -> None:
         if i < len(tables) and (bad or not t.get("columns") or "title" not in t):
             raise UserError(f"{at}: needs a title and columns from {', '.join(COLUMNS)}"
                             + (f" (unknown: {', '.join(map(str, bad))})" if bad else ""))
+        if set(t) - {"title", "columns", "rows"}:
+            raise UserError(f"{at}: unknown key(s) {', '.join(sorted(set(t) - {'title', 'columns', 'rows'}))} "
+                            f"(a table has title, columns, rows)")
         for r in t["rows"]:
-            if not isinstance(r, dict) or "label" not in r or not isinstance(r.get("source"), str):
-                raise UserError(f"{at}.rows: each row needs a label and a source, got {r!r}")
+            if not isinstance(r, dict) or "label" not in r or not isinstance(r.get("source"), str) \
+                    or set(r) - {"label", "source", "paper"}:
+                raise UserError(f"{at}.rows: each row has a label, a source and optionally paper numbers, "
+                                f"got {r!r}")
             if r["source"].split("/")[0] not in inputs:
                 raise UserError(f"{at}: row '{r['label']}': source '{r['source']}' names no input "
                                 f"(inputs: {', '.join(inputs)})")

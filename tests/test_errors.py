@@ -49,6 +49,8 @@ def test_an_invalid_downstream_config_fails_before_any_stage_trains(tiny_pipelin
     ("stages.report.params.tables=[{title: T, columns: [acc, f2], rows: []}]", r"unknown: f2"),
     ("stages.report.params.tables=[{title: T, columns: [acc], rows: [{label: x, source: cnn9/acc}]}]",
      r"^stages.report.params.tables\[0\]: row 'x': source 'cnn9/acc' names no input"),
+    ("stages.report.params.tables=[{title: T, columns: [acc], rows: [{label: x, source: cnn1, papr: {acc: 1}}]}]",
+     r"^stages.report.params.tables\[0\].rows: each row has a label, a source and optionally paper"),
     ("stages.cross={kind: evaluate, inputs: {models: [cnn1.checkpoint]}, params: {data: faces, tta: flop}}",
      r"^stages.cross.params.tta: 'flop' is not one of none, flip"),
 ])

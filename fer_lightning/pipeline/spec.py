@@ -261,8 +261,10 @@ def _foreach(spec, where: str):
 
 def _bind(inputs, loops: dict, value):
     """Point references at foreach copies: the copy of ``value`` when the referring stage is itself
-    a copy, else the list of every copy."""
-    def bind(ref):
+    a copy, else the list of every copy — which, inside a list of references (score fusion's
+    members, fuse's backbones), takes the reference's place: [a.probs, b.probs] -> [a@0.probs,
+    a@1.probs, b.probs]."""
+    def bind_ref(ref):
         up, _, out = ref.partition(".")
         if is_file_ref(ref) or not loops.get(up):
             return ref
@@ -270,16 +272,18 @@ def _bind(inputs, loops: dict, value):
             return f"{up}@{value}.{out}"
         return [f"{up}@{v}.{out}" for v in loops[up][1]]
 
-    bound = map_refs(inputs, bind)
-    if isinstance(inputs, dict) and isinstance(bound, dict):
-        # in a list of references (score fusion's members, fuse's backbones) a stage's copies take
-        # its place one after the other: [a.probs, b.probs] -> [a@0.probs, a@1.probs, b.probs]
-        bound = {k: _splice(v) if isinstance(inputs[k], list) else v for k, v in bound.items()}
-    return _splice(bound) if isinstance(inputs, list) else bound
+    def bind(x):
+        if isinstance(x, str):
+            return bind_ref(x)
+        if isinstance(x, list):
+            bound = [bind(item) for item in x]
+            return [y for item, b in zip(x, bound)
+                    for y in (b if isinstance(item, str) and isinstance(b, list) else [b])]
+        if isinstance(x, dict):
+            return {k: bind(v) for k, v in x.items()}
+        return x
 
-
-def _splice(items: list) -> list:
-    return [x for item in items for x in (item if isinstance(item, list) else [item])]
+    return bind(inputs)
 
 
 def _toposort(stages: dict, path) -> dict:

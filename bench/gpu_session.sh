@@ -7,6 +7,7 @@
 #   there:  bash bench/gpu_session.sh STEP         # with carry: [.carry]
 #
 # STEP: setup (install and unpack only) | bench (overhead, data path, switches, GPU utilisation) | fusion (paper 000, 40 epochs) |
+#       graphs (the same DAG with its three CNNs under model.compile=reduce-overhead: CUDA graphs) |
 #       fusion_light (the same, conv dropout 0.1) |
 #       vgg1x1 (paper 002) | attention (paper 004) | hybrid (paper 003) | recipes (issue 8) |
 #       ferplus (the recipes on FER+ soft votes) | sota (issue 8: VGG + ResNet-18, bf16, both at once) |
@@ -20,7 +21,7 @@
 # What comes back in $OUT: <step>.log (per-stage times, DAG wall time) and <step>_report.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step=${1:?usage: bash bench/gpu_session.sh prepare|setup|bench|fusion|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|vggnet|cpu|distill}
+step=${1:?usage: bash bench/gpu_session.sh prepare|setup|bench|fusion|graphs|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|vggnet|cpu|distill}
 SHARED=${SHARED:-../shared}
 
 if [ "$step" = prepare ]; then
@@ -60,6 +61,8 @@ case $step in
   setup) ;;  # the install and unpack above alone (gpu_lease.sh runs it before steps run side by side)
   bench) timeout "${STEP_TIMEOUT:-540}" python3 bench/overhead.py --switches ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
   fusion) pipeline fer2013_fusion ;;
+  graphs) pipeline fer2013_fusion --set stages.cnn1.params.model.compile=reduce-overhead \
+            --set stages.cnn2.params.model.compile=reduce-overhead --set stages.cnn3.params.model.compile=reduce-overhead ;;
   fusion_light) pipeline fer2013_fusion_light_dropout ;;
   vgg1x1) pipeline fer2013_vgg1x1 ;;
   attention) pipeline fer2013_attention ;;

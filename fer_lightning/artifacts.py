@@ -51,9 +51,10 @@ def atomic_save_npz(path, **arrays) -> None:
 
 
 def load_npz(path) -> dict:
-    """All arrays of an ``.npz`` file, loaded (the file is closed on return)."""
+    """All arrays of an ``.npz`` file, loaded (the file is closed on return); float16 arrays (the
+    probabilities kept in the repository by ``bench/keep_probs.py``) come back as float32."""
     with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k] for k in z.files}
 
 
 def npz_array_shape(path, key: str) -> tuple[int, ...] | None:

@@ -33,6 +33,7 @@ def test_dag_runs_then_caches_by_the_rules(tiny_pipeline, tmp_path):
     tables = json.loads((out / "report" / "report.json").read_text())["tables"]
     assert [len(t["rows"]) for t in tables] == [6, 6, 10]
     _fusion_head_works_on_images(out)
+    _kept_probabilities_fuse_as_the_originals(out, tmp_path)
 
     # 1. unchanged: everything skipped
     assert _ran(_run(tiny_pipeline, out)) == []
@@ -60,6 +61,28 @@ def test_dag_runs_then_caches_by_the_rules(tiny_pipeline, tmp_path):
     # --from re-runs a stage and its descendants; --only one stage
     assert _ran(_run(tiny_pipeline, out, c, from_stage="fusion")) == ["fusion", "probe", "report", "score_fusion"]
     assert _ran(_run(tiny_pipeline, out, c, only=["probe"], force=True)) == ["probe"]
+
+
+def _kept_probabilities_fuse_as_the_originals(out, tmp_path):
+    """bench/keep_probs.py keeps the trained networks' probabilities (float16, for the repository):
+    fused from the kept files they score as the run's own score fusion did."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from keep_probs import keep
+
+    kept = tmp_path / "kept"
+    assert sorted(p.name for p in keep([out], kept)) == ["cnn1.npz", "cnn2.npz", "cnn3.npz", "fusion.npz"]
+    assert json.loads((kept / "cnn3.json").read_text()) == json.loads((out / "cnn3" / "metrics.json").read_text())
+    (tmp_path / "kept.yaml").write_text(
+        "name: kept\nstages:\n  fused:\n    kind: score_fusion\n"
+        "    inputs: {members: [kept/fusion.npz, kept/cnn3.npz]}\n    params: {methods: [max, mean]}\n")
+    _run(tmp_path / "kept.yaml", tmp_path / "kept_runs")
+    ours = json.loads((tmp_path / "kept_runs" / "fused" / "metrics.json").read_text())
+    theirs = json.loads((out / "score_fusion" / "metrics.json").read_text())
+    assert {m: ours[m]["test"]["acc"] for m in ours} == {m: theirs[m]["test"]["acc"] for m in ours}
+    with pytest.raises(SystemExit, match="exists"):  # never overwrites what was kept
+        keep([out], kept)
 
 
 def _fusion_head_works_on_images(out):

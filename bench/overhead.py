@@ -11,8 +11,9 @@
    device, at the model's input size) vs the model's training step (target: loader >= 10x faster).
 3. Switches (``--switches``): channels_last, bf16 autocast (``precision: bf16-mixed``) and
    ``torch.compile`` (``model.compile``; on a GPU also its CUDA-graph mode ``reduce-overhead``),
-   each as a ratio of Lightning images/s to the same run without it. On a GPU, utilisation during
-   the Lightning epochs is sampled with nvidia-smi.
+   each as a ratio of Lightning images/s to the same run without it; then the overhead ratio of 1.
+   again with the net compiled in both loops (``reduce-overhead`` on a GPU). On a GPU, utilisation
+   during the timed Lightning epochs is sampled with nvidia-smi.
 
     python bench/overhead.py [--device auto] [--model CNN2] [--images 8192] [--rounds 3] [--switches]
 """

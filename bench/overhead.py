@@ -164,7 +164,7 @@ def loader_rate(dm, device, batches=None) -> float:
     for i, idx in enumerate(_device_batches(dm, device)):
         if batches is not None and i >= batches:
             break
-        x = model_input(images[idx], dm.augment)
+        model_input(images[idx], dm.augment)  # timed by the sync below
         n += len(idx)
     _sync(device)
     return n / (time.perf_counter() - t0)

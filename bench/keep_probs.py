@@ -13,6 +13,7 @@ stage's ``metrics.json``. A kept file is a valid ``members`` / ``teacher`` input
 """
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -32,13 +33,13 @@ def keep(run_dirs, to: Path) -> list[Path]:
             kind = json.loads(manifest.read_text()).get("kind") if manifest.is_file() else None
             if kind not in ("train", "head", "fuse"):
                 continue  # unfinished, or score fusion (which re-makes its probabilities from the members')
-            arrays = {k: v.astype(np.float16) if k.endswith("_probs") else v for k, v in load_npz(probs).items()}
             target = to / f"{stage.name}.npz"
             if target.exists():
                 sys.exit(f"{target} exists: give each run its own --to folder")
-            tmp = target.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, **arrays)
-            tmp.replace(target)
+            arrays = {k: v.astype(np.float16) if k.endswith("_probs") else v for k, v in load_npz(probs).items()}
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays)
+            atomic_write_bytes(target, buf.getvalue())
             atomic_write_bytes(to / f"{stage.name}.json", (stage / "metrics.json").read_bytes())
             kept.append(target)
             print(f"{probs} -> {target} ({target.stat().st_size / 1e6:.2f} MB)")

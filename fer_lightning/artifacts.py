@@ -54,7 +54,8 @@ def load_npz(path) -> dict:
     """All arrays of an ``.npz`` file, loaded (the file is closed on return); float16 arrays (the
     probabilities kept in the repository by ``bench/keep_probs.py``) come back as float32."""
     with np.load(path) as z:
-        return {k: z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k] for k in z.files}
+        arrays = {k: z[k] for k in z.files}  # each z[k] reads the array from the file again
+    return {k: a.astype(np.float32) if a.dtype == np.float16 else a for k, a in arrays.items()}
 
 
 def npz_array_shape(path, key: str) -> tuple[int, ...] | None:

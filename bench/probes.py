@@ -8,6 +8,9 @@ compared with it.
 
     python bench/probes.py runs/fer2013_fusion/cnn1/features.npz runs/fer2013_fusion/cnn3/features.npz
 
+Then it times the probe stage's own fits (its default classifiers on every file) run one at a
+time, in two threads (what the stage does) and in two worker processes.
+
 Without a file it uses ``runs/*/cnn3/features.npz`` if one exists, else synthetic features
 (28,000 x 256, 7 Gaussian classes), which says nothing about accuracy, only about speed.
 """
@@ -15,7 +18,9 @@ Without a file it uses ``runs/*/cnn3/features.npz`` if one exists, else syntheti
 import argparse
 import glob
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -25,6 +30,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stages.probe import DEFAULT_CLASSIFIERS, _fit_and_score  # noqa: E402
 
 CURRENT = {"svm": "LinearSVC C=0.1", "knn": "KNN k=5 (auto)"}   # the probe stage's defaults
 
@@ -64,6 +72,34 @@ def load(path):
     return {"train": make(28000), "test": make(7000)}
 
 
+def stage_parallelism(sets) -> bool:
+    """Seconds of the probe stage's fits one at a time, in threads and in worker processes."""
+    from joblib import Parallel, delayed
+
+    from fer_lightning.metrics import score  # imports torch, as the stage's process has
+    del score
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, d in enumerate(sets):
+            files.append(f"{tmp}/f{i}.npz")
+            np.savez(files[-1], **{f"{s}_{k}": v for s, (x, y) in d.items() for k, v in (("features", x), ("labels", y))})
+        jobs = [(spec, f) for f in files for spec in DEFAULT_CLASSIFIERS.values()]
+        seconds = {}
+        for way, n_jobs, prefer in (("one at a time", 1, None), ("2 threads", 2, "threads"),
+                                    ("2 processes", 2, "processes")):
+            t0 = time.perf_counter()
+            Parallel(n_jobs=n_jobs, prefer=prefer)(delayed(_fit_and_score)(spec, "probe", f, "train", ["test"])
+                                                   for spec, f in jobs)
+            seconds[way] = time.perf_counter() - t0
+    best = min(seconds, key=seconds.get)
+    print("probe stage, default classifiers on every file: " +
+          ", ".join(f"{w} {t:.1f}s" for w, t in seconds.items()) +
+          f"; threads / processes time {seconds['2 threads'] / seconds['2 processes']:.2f} "
+          f"{'PASS' if best == '2 threads' else 'FAIL'} (the stage uses threads)")
+    return best == "2 threads"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("features", nargs="*", help="features.npz files (concatenated, as the fusion probe does)")
@@ -99,6 +135,7 @@ def main(argv=None) -> int:
         print(f"{family}: fastest within {args.tolerance} points of the best mean ({best:.2f}): {choice[0]} "
               f"({choice[1]:.1f}s, {choice[2]:.2f}); probe default {CURRENT[family]}: "
               f"{'%.1fs, %.2f' % (current[1], current[2]) if current else 'skipped'} {'PASS' if good else 'FAIL'}")
+    ok &= stage_parallelism(sets)
     return 0 if ok else 1
 
 

@@ -8,7 +8,10 @@ Params: ``classifiers``: ``{name: {class_path, init_args, [pca]}}`` (default: Li
 or without PCA, and a Nystroem kernel map were no more accurate on average and 5-20x slower);
 ``train_split`` (default
 ``train``); ``eval_splits`` (default: every other split present). The (features, classifier)
-fits run in parallel, as many at once as the stage has CPU threads.
+fits run in parallel, as many at once as the stage has CPU threads, in threads rather than
+worker processes: liblinear's fit and the KNN distance kernels release the GIL, and a worker
+process spends ~8 s importing torch and scikit-learn before its first fit (bench/probes.py
+prints the three ways side by side).
 """
 
 from fer_lightning.artifacts import atomic_write_json, load_npz
@@ -68,7 +71,7 @@ def run(ctx):
     classifiers = ctx.config.get("classifiers", DEFAULT_CLASSIFIERS)
     train_split = ctx.config.get("train_split", "train")
     jobs = [(m, c, spec, path) for m, path in features.items() for c, spec in classifiers.items()]
-    results = Parallel(n_jobs=min(len(jobs), torch.get_num_threads()))(
+    results = Parallel(n_jobs=min(len(jobs), torch.get_num_threads()), prefer="threads")(
         delayed(_fit_and_score)(spec, f"stages.{ctx.name}.params.classifiers.{c}", path, train_split,
                                 ctx.config.get("eval_splits"))
         for m, c, spec, path in jobs)

@@ -90,8 +90,8 @@ def trained(tmp_path_factory):
                                    model="attention_cnn",
                                    args="{input_size: 32, stream_widths: [4, 8], res_widths: [8, 8], fc: [16, 8]}",
                                    extra=""))
-    _cli("pipeline", "run", p2, "--out", tmp / "out2", "--threads", "1")
-    _cli("pipeline", "run", p4, "--out", tmp / "out4", "--threads", "1")
+    _cli("pipeline", "run", p2, "--out", tmp / "out2", "--threads", "1", "--jobs", "1")
+    _cli("pipeline", "run", p4, "--out", tmp / "out4", "--threads", "1", "--jobs", "1")
     return {"tmp": tmp, "csv": csv_path, "folder": folder, "votes": votes, "rows": rows, "vgg": tmp / "out2/vgg1x1/model.ckpt",
             "att": tmp / "out4/attention_cnn/model.ckpt", "out2": tmp / "out2", "out4": tmp / "out4"}
 

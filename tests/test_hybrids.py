@@ -167,7 +167,7 @@ stages:
 
 def _run(pipeline, out, *extra):
     proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipeline),
-                           "--out", str(out), "--threads", "1", *extra], cwd=ROOT, capture_output=True,
+                           "--out", str(out), "--threads", "1", "--jobs", "1", *extra], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout

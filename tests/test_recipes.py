@@ -216,7 +216,7 @@ def test_recipes_pipeline_end_to_end_on_tiny_ferplus(tmp_path):
     sets = [f"--set=stages.{s}.params={small}" for s in ("baseline", "nesterov_plateau", "nesterov_cosine",
             "label_smoothing", "mixup", "cutmix", "erasing_padcrop", "combined")]
     proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
-                           str(tmp_path / "out"), "--threads", "1", *sets], cwd=ROOT, capture_output=True,
+                           str(tmp_path / "out"), "--threads", "1", "--jobs", "1", *sets], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ens = json.loads((tmp_path / "out/ensemble/metrics.json").read_text())
@@ -240,7 +240,7 @@ def _run_tiny_fer2013_pipeline(tmp_path, pipeline: str, seed: int, *sets: str):
                     f"data: {{init_args: {{csv_path: {csv_path}, batch_size: 16, eval_batch_size: 64}}}}\n"
                     "trainer: {max_epochs: 1, accelerator: cpu, enable_model_summary: false}\n")
     proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
-                           str(tmp_path / "out"), "--threads", "1", *sets], cwd=ROOT, capture_output=True,
+                           str(tmp_path / "out"), "--threads", "1", "--jobs", "1", *sets], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

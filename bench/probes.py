@@ -74,10 +74,11 @@ def load(path):
 
 def stage_parallelism(sets) -> bool:
     """Seconds of the probe stage's fits one at a time, in threads and in worker processes."""
+    import importlib
+
     from joblib import Parallel, delayed
 
-    from fer_lightning.metrics import score  # imports torch, as the stage's process has
-    del score
+    importlib.import_module("fer_lightning.metrics")  # imports torch, as the stage's process has
 
     with tempfile.TemporaryDirectory() as tmp:
         files = []

@@ -14,12 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+# mkstemp creates its file readable by its owner only; an artifact gets the mode a plain open()
+# would give it (0o666 less the umask), so others who may read a run's outputs still can.
+_UMASK = os.umask(0o22)
+os.umask(_UMASK)
 
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -92,12 +92,13 @@ def to_markdown(title: str, tables: list, splits: list, notes: str = "", labels=
         lines += [notes.strip(), ""]
     for t in tables:
         cols = t["columns"]
-        head = ["Method"] + [f"paper {c}" for c in cols]
+        paper_cols = [c for c in cols if any(c in r["paper"] for r in t["rows"])]  # none: no paper columns
+        head = ["Method"] + [f"paper {c}" for c in paper_cols]
         for s in splits:
             head += [f"ours {c} [{labels.get(s, s)}]" for c in cols]
         lines += [f"## {t['title']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in t["rows"]:
-            cells = [r["label"]] + [f"{r['paper'][c]:.2f}" if c in r["paper"] else "—" for c in cols]
+            cells = [r["label"]] + [f"{r['paper'][c]:.2f}" if c in r["paper"] else "—" for c in paper_cols]
             for s in splits:
                 cells += [_cell(r["ours"][s], c) if r["ours"][s] else "—" for c in cols]
             lines.append("| " + " | ".join(cells) + " |")

@@ -150,3 +150,15 @@ def test_same_config_and_seed_give_identical_metrics_and_artifacts(tiny_pipeline
     ma, mb = (json.loads((tmp_path / n / "cnn3" / "manifest.json").read_text()) for n in ("a", "b"))
     assert {k: v["sha256"] for k, v in ma["outputs"].items()} == {k: v["sha256"] for k, v in mb["outputs"].items()}
     assert ma["metrics"] == mb["metrics"]
+
+
+def test_an_artifact_gets_the_mode_a_plain_write_gives(tmp_path):
+    """Atomic writes go through a private temporary file; the artifact must not stay private
+    (owner-only) where the umask lets others read what a plain write creates."""
+    import stat
+
+    from fer_lightning.artifacts import atomic_write_text
+
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert stat.S_IMODE((tmp_path / "atomic.txt").stat().st_mode) == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)

@@ -265,6 +265,24 @@ def test_file_inputs_fuse_the_artifacts_of_other_runs(tmp_path, monkeypatch):
         load_pipeline(tmp_path / "ensemble.yaml", sets=["stages.fused.inputs.members=[a/probs.npz, c/probs.npz]"])
 
 
+def test_kept_networks_fuse_from_the_files_in_the_repository(tmp_path):
+    """fer2013_kept.yaml fuses the float16 probabilities committed under results/ (real FER2013
+    networks): no data file, no training; its mean is the argmax of the members' mean scores."""
+    from fer_lightning.artifacts import load_npz
+
+    pipe = load_pipeline(ROOT / "configs" / "pipelines" / "fer2013_kept.yaml")
+    assert _ran(run_pipeline(pipe, tmp_path, log=lambda *_: None)) == ["ensemble", "report"]
+    members = [load_npz(p) for p in pipe.stages["ensemble"].inputs["members"]]
+    labels = members[0]["private_test_labels"]
+    mean = np.mean([z["private_test_probs"] for z in members], axis=0)
+    fused = json.loads((tmp_path / "ensemble" / "metrics.json").read_text())["mean"]["private_test"]
+    assert fused["n"] == len(labels) > 3000
+    assert fused["acc"] == pytest.approx((mean.argmax(1) == labels).mean())
+    rows = json.loads((tmp_path / "report" / "report.json").read_text())["tables"][0]["rows"]
+    assert len(rows) == len(members) + 3
+    assert "paper acc" not in (tmp_path / "report" / "report.md").read_text()  # no paper numbers here
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "pipelines").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_pipeline_plans(path, tmp_path, capsys):
     from fer_lightning.pipeline.cli import pipeline_main

@@ -61,8 +61,8 @@ def _code_version() -> dict:
 class _Fingerprints:
     """Content hashes of data files named in configs, re-hashed only when size or mtime change."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, write: bool = True):
+        self.path, self.write = path, write  # a plan (dry run) reads the cache, writes nothing
         try:
             self.cache = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -76,7 +76,8 @@ class _Fingerprints:
             return hit[1]
         digest = fingerprint_path(p)
         self.cache[str(p)] = [stamp, digest]
-        atomic_write_json(self.path, self.cache)
+        if self.write:
+            atomic_write_json(self.path, self.cache)
         return digest
 
 
@@ -335,7 +336,7 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
     for s in from_stages:
         forced |= {s} | _descendants(pipe, s)
     with _lock(out_root):
-        fingerprints = _Fingerprints(out_root / ".fingerprints.json")
+        fingerprints = _Fingerprints(out_root / ".fingerprints.json", write=not dry_run)
         group = f"{pipe.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
         version = _code_version()
         statuses, reran = {}, set()

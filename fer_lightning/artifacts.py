@@ -19,6 +19,7 @@ import numpy as np
 _UMASK = os.umask(0o22)
 os.umask(_UMASK)
 
+
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

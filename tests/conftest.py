@@ -33,6 +33,20 @@ def tiny_pipeline(tmp_path) -> Path:
     return path
 
 
+def run_pipeline_cli(pipeline, out, *extra) -> str:
+    """``fer-lightning pipeline run`` as a user runs it, on a tiny pipeline: stages one after the
+    other in this one process (``--jobs 1``: a stage process of its own would spend ~9 s importing
+    torch and Lightning, more than a tiny stage trains) with 1 thread. Returns its stdout."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipeline), "--out", str(out),
+                           "--threads", "1", "--jobs", "1", *extra], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
 def write_fer_csv(path: Path, rows) -> Path:
     """rows: (emotion, pixels list or str, usage) -> a Kaggle-format CSV (gzip if path ends .gz)."""
     import gzip

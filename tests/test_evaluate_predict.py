@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, write_fer_csv
+from conftest import ROOT, run_pipeline_cli, write_fer_csv
 from fer_lightning import CLASS_NAMES
 
 
@@ -90,8 +90,8 @@ def trained(tmp_path_factory):
                                    model="attention_cnn",
                                    args="{input_size: 32, stream_widths: [4, 8], res_widths: [8, 8], fc: [16, 8]}",
                                    extra=""))
-    _cli("pipeline", "run", p2, "--out", tmp / "out2", "--threads", "1", "--jobs", "1")
-    _cli("pipeline", "run", p4, "--out", tmp / "out4", "--threads", "1", "--jobs", "1")
+    run_pipeline_cli(p2, tmp / "out2")
+    run_pipeline_cli(p4, tmp / "out4")
     return {"tmp": tmp, "csv": csv_path, "folder": folder, "votes": votes, "rows": rows, "vgg": tmp / "out2/vgg1x1/model.ckpt",
             "att": tmp / "out4/attention_cnn/model.ckpt", "out2": tmp / "out2", "out4": tmp / "out4"}
 

@@ -2,14 +2,12 @@
 feature head, foreach copies, and both pipelines end to end at tiny size."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SHARED_DATA, write_fer_csv
+from conftest import ROOT, SHARED_DATA, run_pipeline_cli, write_fer_csv
 from fer_lightning.errors import UserError
 
 JAFFE = SHARED_DATA / "jaffe"
@@ -165,14 +163,6 @@ stages:
         load_pipeline(p)
 
 
-def _run(pipeline, out, *extra):
-    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipeline),
-                           "--out", str(out), "--threads", "1", "--jobs", "1", *extra], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
 TINY_003 = """
 base: {base}
 name: tiny_hybrid
@@ -197,7 +187,7 @@ def test_paper_003_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
     csv = write_fer_csv(tmp_path / "fer.csv", rows)
     pipe = tmp_path / "p.yaml"
     pipe.write_text(TINY_003.format(base=ROOT / "configs/pipelines/fer2013_hybrid.yaml", csv=csv))
-    _run(pipe, tmp_path / "out")
+    run_pipeline_cli(pipe, tmp_path / "out")
     report = json.loads((tmp_path / "out/report/report.json").read_text())
     rows = report["tables"][0]["rows"]
     assert [r["paper"]["acc"] for r in rows] == [73.32, 71.04, 58.63, 73.22, 74.39]
@@ -230,7 +220,7 @@ def test_paper_001_pipeline_on_real_jaffe_files(tmp_path):
     pipe = tmp_path / "p.yaml"
     pipe.write_text(TINY_001.format(base=ROOT / "configs/pipelines/jaffe_hybrid.yaml", root=JAFFE,
                                     foreach="", extra=""))
-    _run(pipe, tmp_path / "out")
+    run_pipeline_cli(pipe, tmp_path / "out")
     report = json.loads((tmp_path / "out/report/report.json").read_text())
     labels = [r["label"] for r in report["tables"][0]["rows"]]
     assert labels[0] == "MobileNetV2" and labels[-1].startswith("Proposed hybrid")
@@ -251,7 +241,7 @@ def test_paper_001_leave_one_subject_out_folds(tmp_path):
     pipe.write_text(TINY_001.format(base=ROOT / "configs/pipelines/jaffe_hybrid_loso.yaml", root=JAFFE,
                                     foreach=loop, extra="hybrid: {foreach: {fold: [0, 7]}}\n  "
                                                         "probe: {foreach: {fold: [0, 7]}}"))
-    out = _run(pipe, tmp_path / "out")
+    out = run_pipeline_cli(pipe, tmp_path / "out")
     assert "mobilenet@7" in out and "hybrid@0" in out
     m0 = json.loads((tmp_path / "out/hybrid@0/metrics.json").read_text())
     m7 = json.loads((tmp_path / "out/hybrid@7/metrics.json").read_text())

@@ -2,15 +2,13 @@
 and the recipes pipeline end to end at tiny size."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from conftest import ROOT, write_fer_csv
+from conftest import ROOT, run_pipeline_cli, write_fer_csv
 from fer_lightning.errors import UserError
 from fer_lightning.pipeline.runner import run_pipeline
 from fer_lightning.pipeline.spec import load_pipeline
@@ -215,10 +213,7 @@ def test_recipes_pipeline_end_to_end_on_tiny_ferplus(tmp_path):
     small = "{model: {net: {init_args: {widths: [4, 4, 8, 8], fc: [16, 8], batchnorm: true}}}}"
     sets = [f"--set=stages.{s}.params={small}" for s in ("baseline", "nesterov_plateau", "nesterov_cosine",
             "label_smoothing", "mixup", "cutmix", "erasing_padcrop", "combined")]
-    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
-                           str(tmp_path / "out"), "--threads", "1", "--jobs", "1", *sets], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_pipeline_cli(pipe, tmp_path / "out", *sets)
     ens = json.loads((tmp_path / "out/ensemble/metrics.json").read_text())
     assert ens["weighted"]["fit_split"] == "public_test" and len(ens["weighted"]["weights"]) == 7
     m = json.loads((tmp_path / "out/combined/metrics.json").read_text())
@@ -239,10 +234,7 @@ def _run_tiny_fer2013_pipeline(tmp_path, pipeline: str, seed: int, *sets: str):
     pipe.write_text(f"base: {ROOT / 'configs/pipelines' / pipeline}.yaml\nname: tiny_{pipeline}\n"
                     f"data: {{init_args: {{csv_path: {csv_path}, batch_size: 16, eval_batch_size: 64}}}}\n"
                     "trainer: {max_epochs: 1, accelerator: cpu, enable_model_summary: false}\n")
-    proc = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", str(pipe), "--out",
-                           str(tmp_path / "out"), "--threads", "1", "--jobs", "1", *sets], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_pipeline_cli(pipe, tmp_path / "out", *sets)
 
 
 def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):

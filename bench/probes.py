@@ -96,12 +96,14 @@ def stage_parallelism(paths, sets) -> bool:
             Parallel(n_jobs=n_jobs, prefer=prefer)(delayed(_fit_and_score)(spec, "probe", f, "train", ["test"])
                                                    for spec, f in jobs)
             seconds[way] = time.perf_counter() - t0
-    best = min(seconds, key=seconds.get)
+    # the stage's choice is threads or processes; one at a time only ties threads when a single
+    # fit (an SVM on one file) is most of the work, and loses by the parallelism otherwise
+    ok = seconds["2 threads"] < seconds["2 processes"]
     print("probe stage, default classifiers on every file: " +
           ", ".join(f"{w} {t:.1f}s" for w, t in seconds.items()) +
           f"; threads / processes time {seconds['2 threads'] / seconds['2 processes']:.2f} "
-          f"{'PASS' if best == '2 threads' else 'FAIL'} (the stage uses threads)")
-    return best == "2 threads"
+          f"{'PASS' if ok else 'FAIL'} (the stage uses threads)")
+    return ok
 
 
 def main(argv=None) -> int:

@@ -184,6 +184,30 @@ def test_resnet_is_torchvisions_with_a_small_stem():
         ResNet("resnet50")
 
 
+def test_narrow_resnet_keeps_torchvisions_blocks_at_the_given_widths(tmp_path):
+    import lightning as L
+
+    from fer_lightning.errors import UserError
+    from fer_lightning.models import ResNet
+    from fer_lightning.checkpoints import load_net
+
+    net = ResNet("resnet18", widths=(16, 32, 64, 128))
+    convs = _layers(net, nn.Conv2d)
+    assert len(convs) == 20 and [c.out_channels for c in convs[:1] + convs[-3:]] == [16, 128, 128, 128]
+    assert 0.69e6 < sum(p.numel() for p in net.parameters()) < 0.71e6
+    x = torch.randn(2, 1, 48, 48)
+    assert net(x).shape == (2, 7) and net.features(x).shape == (2, 128) and net.feature_dim == 128
+    assert len(_layers(ResNet("resnet34", widths=(8, 8, 8, 8)), nn.Conv2d)) == 36  # 33 + 3 shortcuts
+    # torchvision's initialisation (He, fan-out), not PyTorch's default, in the rebuilt stages
+    assert convs[-1].weight.std() > 1.5 * nn.Conv2d(128, 128, 3).weight.std()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(ClassifierModule(net))
+    trainer.save_checkpoint(tmp_path / "resnet.ckpt")
+    assert torch.allclose(load_net(tmp_path / "resnet.ckpt").eval()(x), net.eval()(x))
+    with pytest.raises(UserError, match="widths: a ResNet has 4 stages"):
+        ResNet(widths=(16, 32, 64))
+
+
 def test_cosine_schedule_with_t_max_0_anneals_over_max_epochs():
     import lightning as L
 

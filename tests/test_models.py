@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -187,11 +189,13 @@ def test_resnet_is_torchvisions_with_a_small_stem():
 def test_narrow_resnet_keeps_torchvisions_blocks_at_the_given_widths(tmp_path):
     import lightning as L
 
+    from fer_lightning.checkpoints import load_net
+    from fer_lightning.config import instantiate, load_yaml
     from fer_lightning.errors import UserError
     from fer_lightning.models import ResNet
-    from fer_lightning.checkpoints import load_net
 
-    net = ResNet("resnet18", widths=(16, 32, 64, 128))
+    spec = load_yaml(Path(__file__).parents[1] / "configs/models/resnet_small.yaml")["model"]["net"]
+    net = instantiate(spec, "model.net")  # the CPU-budget ResNet's config, as a pipeline builds it
     convs = _layers(net, nn.Conv2d)
     assert len(convs) == 20 and [c.out_channels for c in convs[:1] + convs[-3:]] == [16, 128, 128, 128]
     assert 0.69e6 < sum(p.numel() for p in net.parameters()) < 0.71e6

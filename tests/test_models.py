@@ -207,7 +207,8 @@ def test_narrow_resnet_keeps_torchvisions_blocks_at_the_given_widths(tmp_path):
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
     trainer.strategy.connect(ClassifierModule(net))
     trainer.save_checkpoint(tmp_path / "resnet.ckpt")
-    assert torch.allclose(load_net(tmp_path / "resnet.ckpt").eval()(x), net.eval()(x))
+    # the same weights; the two nets' convolutions may take different kernels (float noise ~1e-6)
+    assert torch.allclose(load_net(tmp_path / "resnet.ckpt").eval()(x), net.eval()(x), atol=1e-5)
     with pytest.raises(UserError, match="widths: a ResNet has 4 stages"):
         ResNet(widths=(16, 32, 64))
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from fer_lightning.errors import UserError
 
-BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}  # BasicBlocks per stage
+ARCHS = ("resnet18", "resnet34")
 
 
 class ResNet(nn.Module):
@@ -24,11 +24,11 @@ class ResNet(nn.Module):
         super().__init__()
         import torchvision
 
-        if arch not in BLOCKS:
-            raise UserError(f"arch: '{arch}' is not supported (choose one of {', '.join(BLOCKS)})")
+        if arch not in ARCHS:
+            raise UserError(f"arch: '{arch}' is not supported (choose one of {', '.join(ARCHS)})")
         full = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
         if widths is not None:
-            _narrow(full, arch, list(widths), num_classes)
+            _narrow(full, list(widths), num_classes)
         stem = nn.Conv2d(in_channels, full.bn1.num_features, 3, padding=1, bias=False)
         self.features = nn.Sequential(
             stem, full.bn1, full.relu, full.maxpool if stem_pool else nn.Identity(),
@@ -44,7 +44,7 @@ class ResNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _narrow(full: nn.Module, arch: str, widths: list[int], num_classes: int) -> None:
+def _narrow(full: nn.Module, widths: list[int], num_classes: int) -> None:
     """Rebuild ``full``'s four stages at ``widths`` with torchvision's own ``_make_layer`` (its
     BasicBlocks and 1×1 shortcuts), then re-apply torchvision's initialisation to them."""
     if len(widths) != 4 or min(widths) < 1:
@@ -53,8 +53,9 @@ def _narrow(full: nn.Module, arch: str, widths: list[int], num_classes: int) -> 
 
     full.inplanes = widths[0]  # _make_layer reads the input width from here and advances it
     full.bn1 = nn.BatchNorm2d(widths[0])
-    for i, (w, n) in enumerate(zip(widths, BLOCKS[arch])):
-        setattr(full, f"layer{i + 1}", full._make_layer(BasicBlock, w, n, stride=1 if i == 0 else 2))
+    for i, w in enumerate(widths):
+        stage = f"layer{i + 1}"  # as many blocks as the full-width stage it replaces
+        setattr(full, stage, full._make_layer(BasicBlock, w, len(getattr(full, stage)), stride=1 if i == 0 else 2))
     full.fc = nn.Linear(widths[-1], num_classes)
     for m in full.modules():
         if isinstance(m, nn.Conv2d):

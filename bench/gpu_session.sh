@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real-data runs and GPU figures owed to the README, for a session that is lent a GPU machine
-# (the `device` tool: 10 minutes a command, 30 minutes in all, no network, no wandb/jsonargparse).
+# (the `device` tool: 10 minutes a command, 15 minutes of device time per task at present, starts
+# included; no network, no wandb/jsonargparse).
 #
 #   here:   bash bench/gpu_session.sh prepare      # fills the ignored .carry/ (FER2013 pack,
 #                                                  # unpacker, FER+ votes, jsonargparse wheels)

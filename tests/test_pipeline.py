@@ -81,6 +81,14 @@ def _kept_probabilities_fuse_as_the_originals(out, tmp_path):
     ours = json.loads((tmp_path / "kept_runs" / "fused" / "metrics.json").read_text())
     theirs = json.loads((out / "score_fusion" / "metrics.json").read_text())
     assert {m: ours[m]["test"]["acc"] for m in ours} == {m: theirs[m]["test"]["acc"] for m in ours}
+    # bench/fusion_subsets.py ranks every subset's mean fusion: the pair's row is the stage's mean
+    from fusion_subsets import rank_subsets
+
+    rows = rank_subsets([str(kept / "fusion.npz"), str(kept / "cnn3.npz")], choose="val", report="test")
+    assert len(rows) == 3 and [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
+    pair = next(r for r in rows if len(r[2]) == 2)
+    assert pair[1] == pytest.approx(100 * ours["mean"]["test"]["acc"], abs=1e-4)
+    assert pair[0] == pytest.approx(100 * ours["mean"]["val"]["acc"], abs=1e-4)
     with pytest.raises(SystemExit, match="exists"):  # never overwrites what was kept
         keep([out], kept)
 

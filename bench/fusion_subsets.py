@@ -11,19 +11,19 @@ import argparse
 import itertools
 from pathlib import Path
 
-import numpy as np
+from fer_lightning.artifacts import load_npz
+from fer_lightning.ensemble import fuse_scores
 
 
 def rank_subsets(members: list[str], choose: str = "public_test", report: str = "private_test"):
     """``[(choose_acc, report_acc, subset)]`` for every non-empty subset, best ``choose_acc`` first."""
-    splits = (choose, report)
-    probs = {m: {s: np.load(m)[f"{s}_probs"].astype(np.float64) for s in splits} for m in members}
-    labels = {s: np.load(members[0])[f"{s}_labels"] for s in splits}
+    loaded = {m: load_npz(m) for m in members}  # each file read once, as the score-fusion stage reads it
+    labels = loaded[members[0]]
     rows = []
     for size in range(1, len(members) + 1):
         for subset in itertools.combinations(members, size):
-            accs = [100 * (np.mean([probs[m][s] for m in subset], axis=0).argmax(1) == labels[s]).mean()
-                    for s in splits]
+            accs = [100 * (fuse_scores([loaded[m][f"{s}_probs"] for m in subset], "mean").argmax(1)
+                           == labels[f"{s}_labels"]).mean() for s in (choose, report)]
             rows.append((*accs, subset))
     return sorted(rows, key=lambda r: r[0], reverse=True)
 

@@ -24,8 +24,10 @@ else
 	$(PY) -m fer_lightning pipeline run configs/pipelines/fer2013_fusion_demo.yaml --out $(OUT)/fer2013_fusion_demo
 endif
 
+# one pytest worker per core (each pinned to its own core by tests/conftest.py)
+TEST_WORKERS ?= $(shell nproc)
 test:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench:
 	status=0; \

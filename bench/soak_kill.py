@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -63,26 +64,49 @@ def reference(pipeline: Path, out: Path) -> tuple[dict, float]:
     return _snapshot(out), time.time() - t0
 
 
-def trial(pipeline: Path, out: Path, ref: dict, kill_after: float) -> dict:
-    p = subprocess.Popen(_cmd(pipeline, out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        p.wait(timeout=kill_after)
+def _run_logged(pipeline: Path, out: Path, log_path: Path, kill) -> tuple[int, bool, str]:
+    """One run of the pipeline, SIGKILLed (its whole process group) once ``kill`` holds: a number
+    of seconds, or a function of the output folder (e.g. "a checkpoint exists"), or None (never).
+    Returns (exit code, killed, its output)."""
+    t0 = time.time()
+    with open(log_path, "w") as log_file:
+        p = subprocess.Popen(_cmd(pipeline, out), cwd=ROOT, env=_env(), stdout=log_file,
+                             stderr=subprocess.STDOUT, start_new_session=True)
         killed = False
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        killed = True
-    finished_before = _snapshot(out)
-    r = subprocess.run(_cmd(pipeline, out), cwd=ROOT, env=_env(), capture_output=True, text=True)
+        while p.poll() is None:
+            if kill is not None and (kill(out) if callable(kill) else time.time() - t0 >= kill):
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+                killed = True
+                break
+            time.sleep(0.05)
+    return p.returncode, killed, log_path.read_text()
+
+
+def trial(pipeline: Path, out: Path, ref: dict, kill_after) -> dict:
+    """Run the pipeline and SIGKILL it once ``kill_after`` holds (seconds or a function of the
+    output folder; a list: one kill per entry, each hitting the re-run of the one before), then
+    re-run it to the end and compare with ``ref``. A stage finished before a run started must not
+    run again in it."""
+    kills = kill_after if isinstance(kill_after, list) else [kill_after]
+    killed, rerun_finished = [], []
+    for i, kill in enumerate([*kills, None]):
+        finished_before = _snapshot(out)
+        code, was_killed, log = _run_logged(pipeline, out, out.with_name(f"{out.name}.run{i}.log"), kill)
+        killed.append(was_killed)
+        rerun_finished += [s for s in finished_before if f"[run]    {s} " in log]
     after = _snapshot(out)
-    log = r.stdout + r.stderr
-    rerun_finished = [s for s in finished_before if f"[run]    {s} " in log]
     mismatched = [s for s in ref if after.get(s) != ref[s]]
-    return {"kill_after_s": round(kill_after, 1), "killed": killed, "finished_before_kill": len(finished_before),
-            "resumed_from_checkpoint": log.count("resuming from"), "exit_code": r.returncode,
+    # a training stage says so when it resumes, in the runner's output or (in its own process) in
+    # its stage.log, which holds the run that finished it
+    stage_logs = "".join(p.read_text(errors="replace") for p in out.glob("*/stage.log"))
+    resumed = set(re.findall(r"^\[(\S+)\] resuming from", log + stage_logs, re.MULTILINE))
+    shown = [k.__name__ if callable(k) else round(k, 1) for k in kills]
+    return {"kill_after_s": shown if len(shown) > 1 else shown[0],
+            "killed": all(killed[:-1]), "finished_before_kill": len(finished_before),
+            "resumed_from_checkpoint": len(resumed), "exit_code": code,
             "finished_stages_rerun": rerun_finished, "stages_differing_from_reference": mismatched,
-            "ok": r.returncode == 0 and not rerun_finished and not mismatched}
+            "ok": code == 0 and not rerun_finished and not mismatched}
 
 
 def main(argv=None):

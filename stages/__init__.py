@@ -5,7 +5,9 @@ receives), ``PARAMS`` (the keys its params may hold, for kinds whose config is n
 config: any other key is an error), ``FILE_PARAMS`` (config keys that name files: their content
 joins the stage's key) and
 ``check(name, config, inputs)`` (raises UserError for a bad config; the runner calls it for every
-stage that may run before the first one starts, with inputs still as ``<stage>.<output>`` refs)."""
+stage that may run before the first one starts, with inputs still as ``<stage>.<output>`` refs) and
+``prepare_data(name, config, seen)`` (reads the stage's data once, in the runner, after the checks;
+``seen`` holds the data configs already prepared)."""
 
 from stages import evaluate, fuse, handcrafted, head, probe, report, score_fusion, train
 

@@ -12,6 +12,7 @@ from stages import train
 
 OUTPUTS = train.OUTPUTS
 SHARED = train.SHARED
+prepare_data = train.prepare_data
 
 
 def run(ctx):

@@ -15,10 +15,12 @@ from fer_lightning.artifacts import atomic_save_npz, atomic_write_json
 from fer_lightning.config import instantiate
 from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
+from stages import train
 
 OUTPUTS = {"features": "features.npz", "metrics": "metrics.json"}
 PARAMS = ("hog", "lbp", "pca")  # what params may hold (besides the shared seed and data)
 SHARED = ("seed", "data")
+prepare_data = train.prepare_data
 
 
 def run(ctx):

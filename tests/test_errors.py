@@ -71,6 +71,28 @@ def test_a_train_stage_takes_only_a_teacher_input_and_only_a_readable_one(tiny_p
     assert not (tmp_path / "b" / "cnn2" / "manifest.json").exists()
 
 
+def test_a_bad_data_file_fails_once_before_any_stage_starts(tiny_pipeline, tmp_path):
+    """The runner reads each data file once before the stages start (they then load its parsed
+    cache): a bad row or a misaligned FER+ file is one error, and no stage has begun."""
+    from conftest import write_fer_csv
+
+    rows = [(i % 7, [i] * 2304, ("Training", "PublicTest", "PrivateTest")[i % 3]) for i in range(21)]
+    good = write_fer_csv(tmp_path / "good.csv", rows)
+    bad = write_fer_csv(tmp_path / "bad.csv", rows + [(0, "1 2 3", "Training")])
+    cache = f"data.init_args.cache_dir={tmp_path / 'cache'}"
+    with pytest.raises(UserError, match=rf"^{bad}: line 23: pixels has 3 values, expected 2304$"):
+        run_pipeline(load_pipeline(tiny_pipeline, data=str(bad), sets=[cache]), tmp_path / "a", jobs=3,
+                     log=lambda *_: None)
+    ferplus = tmp_path / "fer2013new.csv"
+    ferplus.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,"
+                       "unknown,NF\n" + "Training,x.png,10,0,0,0,0,0,0,0,0,0\n" * 20)
+    with pytest.raises(UserError, match=r"fer2013new.csv: 20 rows, but the FER2013 CSV has 21"):
+        run_pipeline(load_pipeline(tiny_pipeline, data=str(good), sets=[cache, f"data.init_args.ferplus_csv={ferplus}"]),
+                     tmp_path / "b", jobs=3, log=lambda *_: None)
+    assert not (tmp_path / "a" / "cnn1").exists() and not (tmp_path / "b" / "cnn1").exists()
+    assert len(list((tmp_path / "cache").glob("fer2013-*.pt"))) == 1  # the good file, parsed by the runner
+
+
 def test_nan_loss_stops_the_stage_and_marks_nothing_done(tiny_pipeline, tmp_path):
     with pytest.raises(UserError, match="stage 'cnn2' stopped: training loss is nan"):
         _run(tiny_pipeline, tmp_path, ["stages.cnn2.params.model.optimizer.init_args.lr=1.0e+30"], only=["cnn2"])

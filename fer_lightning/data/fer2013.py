@@ -199,6 +199,14 @@ class FER2013DataModule(TensorDataModule):
             raise UserError("data.ferplus_labels: soft needs data.ferplus_csv (the FER+ votes file)")
         self.ferplus_labels = ferplus_labels
 
+    def prepare_data(self):
+        """Parse the CSV into the tensor cache and check the FER+ file against it. Lightning calls
+        this once per machine before ``setup``, the pipeline runner once before stages start side
+        by side, so that they load the cache instead of each parsing the CSV."""
+        d = load_fer2013(self.csv_path, self.cache_dir)
+        if self.ferplus_csv:
+            read_ferplus(self.ferplus_csv, len(d["labels"]))
+
     def load_splits(self):
         d = load_fer2013(self.csv_path, self.cache_dir)
         images, labels, usage = d["images"], d["labels"], d["usage"]

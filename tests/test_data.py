@@ -48,6 +48,23 @@ def test_reader_errors_name_file_and_line(tmp_path, content, message):
     assert str(path) in str(e.value) and message in str(e.value)
 
 
+def test_reader_takes_any_whitespace_and_never_shifts_pixels_between_rows(tmp_path):
+    """A well-formed file is parsed in one numpy call over all rows; other spacing goes row by row.
+    A double space in one row and an extra value in the next must not cancel out."""
+    rows = _rows(2)
+    ok = [(e, " ".join(map(str, p)), u) for e, p, u in rows]
+    ok[1] = (ok[1][0], "  " + ok[1][1].replace(" ", "\t", 5), ok[1][2])  # leading blanks, tabs
+    images, _, _ = read_fer2013_csv(write_fer_csv(tmp_path / "spaced.csv", ok))
+    np.testing.assert_array_equal(images.reshape(len(rows), -1), np.stack([r[1] for r in rows]))
+    shifted = list(ok)
+    shifted[2] = (0, ok[2][1].replace(" ", "  ", 1), "Training")          # 2304 values, one double space
+    shifted[3] = (0, ok[3][1].rsplit(" ", 1)[0] + " 7 7", "Training")     # 2305 values
+    with pytest.raises(UserError, match=r"line 5: pixels has 2305 values, expected 2304"):
+        read_fer2013_csv(write_fer_csv(tmp_path / "shifted.csv", shifted))
+    with pytest.raises(UserError, match=r"line 4: pixel values must lie in 0..255"):
+        read_fer2013_csv(write_fer_csv(tmp_path / "big.csv", ok[:2] + [(0, ok[2][1].rsplit(" ", 1)[0] + " 256", "Training")]))
+
+
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         read_fer2013_csv(tmp_path / "nope.csv")

@@ -52,7 +52,7 @@ def read_fer2013_csv(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; found {','.join(header)} "
                         f"(expected the Kaggle header 'emotion,pixels,Usage')")
     ie, ip, iu = header.index("emotion"), header.index("pixels"), header.index("Usage")
-    images, labels, usage = [], [], []
+    pixels, labels, usage = [], [], []
     usage_code = {u: i for i, u in enumerate(USAGES)}
     for line, row in enumerate(reader, start=2):
         if not row:
@@ -68,21 +68,38 @@ def read_fer2013_csv(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if row[iu] not in usage_code:
             raise UserError(f"{path}: line {line}: unknown Usage '{row[iu]}' "
                             f"(expected one of {', '.join(USAGES)})")
+        pixels.append((line, row[ip]))
+        labels.append(emotion)
+        usage.append(usage_code[row[iu]])
+    if not labels:
+        raise UserError(f"{path}: no data rows after the header")
+    return (_parse_pixels(path, pixels).reshape(-1, 48, 48), np.array(labels, dtype=np.int64),
+            np.array(usage, dtype=np.int64))
+
+
+def _parse_pixels(path: Path, pixels: list[tuple[int, str]]) -> np.ndarray:
+    """The rows' pixel strings as uint8 ``[N, 2304]``. A well-formed file (digits and single spaces
+    only, 2304 values a row: the Kaggle file) is parsed by one numpy call over all rows, about twice
+    as fast as one call a row; anything else row by row, naming the line of the first bad row."""
+    texts = [text for _, text in pixels]
+    joined = " ".join(texts).encode()
+    if (not joined.translate(None, b"0123456789 ") and b"  " not in joined and joined[:1] != b" "
+            and joined[-1:] != b" " and all(t.count(" ") == N_PIXELS - 1 for t in texts)):
+        flat = np.fromstring(joined, dtype=np.int64, sep=" ")  # digits and single spaces: cannot fail
+        if flat.max(initial=0) <= 255:
+            return flat.astype(np.uint8).reshape(-1, N_PIXELS)
+    images = np.empty((len(texts), N_PIXELS), dtype=np.uint8)
+    for i, (line, text) in enumerate(pixels):
         try:
-            pix = np.array(row[ip].split(), dtype=np.int64)
+            pix = np.array(text.split(), dtype=np.int64)
         except ValueError:
             raise UserError(f"{path}: line {line}: pixels contain a non-integer value")
         if pix.size != N_PIXELS:
             raise UserError(f"{path}: line {line}: pixels has {pix.size} values, expected {N_PIXELS}")
         if pix.min() < 0 or pix.max() > 255:
             raise UserError(f"{path}: line {line}: pixel values must lie in 0..255")
-        images.append(pix.astype(np.uint8))
-        labels.append(emotion)
-        usage.append(usage_code[row[iu]])
-    if not labels:
-        raise UserError(f"{path}: no data rows after the header")
-    return (np.stack(images).reshape(-1, 48, 48), np.array(labels, dtype=np.int64),
-            np.array(usage, dtype=np.int64))
+        images[i] = pix
+    return images
 
 
 def load_fer2013(path, cache_dir=None) -> dict[str, torch.Tensor]:

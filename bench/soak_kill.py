@@ -99,7 +99,7 @@ def trial(pipeline: Path, out: Path, ref: dict, kill_after) -> dict:
     mismatched = [s for s in ref if after.get(s) != ref[s]]
     # a training stage says so when it resumes, in the runner's output or (in its own process) in
     # its stage.log, which holds the run that finished it
-    stage_logs = "".join(p.read_text(errors="replace") for p in out.glob("*/stage.log"))
+    stage_logs = "".join(f.read_text(errors="replace") for f in out.glob("*/stage.log"))
     resumed = set(re.findall(r"^\[(\S+)\] resuming from", log + stage_logs, re.MULTILINE))
     shown = [k.__name__ if callable(k) else round(k, 1) for k in kills]
     return {"kill_after_s": shown if len(shown) > 1 else shown[0],

@@ -12,7 +12,6 @@ Config (besides the pipeline's shared ``data`` and ``seed``):
 import time
 
 from fer_lightning.artifacts import atomic_save_npz, atomic_write_json
-from fer_lightning.config import instantiate
 from fer_lightning.errors import UserError
 from fer_lightning.tracking import log_stage
 from stages import train
@@ -31,11 +30,9 @@ def run(ctx):
     from fer_lightning.handcrafted import hog_lbp
 
     cfg = ctx.config
-    data = dict(cfg.get("data") or {})
-    if not data:
+    if not cfg.get("data"):
         raise UserError(f"stages.{ctx.name}: needs a data module (the pipeline's 'data')")
-    data["init_args"] = {k: v for k, v in (data.get("init_args") or {}).items() if k != "augment"}
-    dm = instantiate(data, f"stages.{ctx.name}.data")
+    dm = train.data_module_for_reading(ctx.name, cfg["data"])
     dm.setup()
     hog, lbp = cfg.get("hog", {}), cfg.get("lbp", {})
     t0 = time.perf_counter()

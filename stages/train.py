@@ -46,14 +46,18 @@ def prepare_data(name: str, config: dict, seen: set) -> None:
     """The stage's ``LightningDataModule.prepare_data``, run by the runner once per distinct data
     config before the first stage starts: stages started side by side then load FER2013's parsed
     cache instead of each parsing the CSV, and a bad row is one error before anything trains."""
-    data = config.get("data")
-    key = json.dumps(data, sort_keys=True, default=str)
-    if not isinstance(data, dict) or key in seen:
-        return
-    seen.add(key)
-    # augmentation is a class spec of its own, and reading the data does not need it
-    init_args = {k: v for k, v in (data.get("init_args") or {}).items() if k != "augment"}
-    instantiate({**data, "init_args": init_args}, f"stages.{name}.data").prepare_data()
+    key = json.dumps(config.get("data"), sort_keys=True, default=str)
+    if config.get("data") and key not in seen:
+        seen.add(key)
+        data_module_for_reading(name, config["data"]).prepare_data()
+
+
+def data_module_for_reading(name: str, data: dict):
+    """The data module of a stage's ``data`` spec, built without its augmentation (a class spec of
+    its own, which reading the images does not need)."""
+    if isinstance(data, dict):  # anything else: instantiate's error
+        data = {**data, "init_args": {k: v for k, v in (data.get("init_args") or {}).items() if k != "augment"}}
+    return instantiate(data, f"stages.{name}.data")
 
 
 def _with_teacher(name: str, cfg: dict, inputs) -> dict:

@@ -219,13 +219,14 @@ class FER2013DataModule(TensorDataModule):
     def prepare_data(self):
         """Parse the CSV into the tensor cache and check the FER+ file against it. Lightning calls
         this once per machine before ``setup``, the pipeline runner once before stages start side
-        by side, so that they load the cache instead of each parsing the CSV."""
-        d = load_fer2013(self.csv_path, self.cache_dir)
+        by side, so that they load the cache instead of each parsing the CSV. The tensors are kept
+        for ``setup`` in the same process (in DDP only one process runs this; the others load)."""
+        self._loaded = load_fer2013(self.csv_path, self.cache_dir)
         if self.ferplus_csv:
-            read_ferplus(self.ferplus_csv, len(d["labels"]))
+            read_ferplus(self.ferplus_csv, len(self._loaded["labels"]))
 
     def load_splits(self):
-        d = load_fer2013(self.csv_path, self.cache_dir)
+        d = self.__dict__.pop("_loaded", None) or load_fer2013(self.csv_path, self.cache_dir)
         images, labels, usage = d["images"], d["labels"], d["usage"]
         soft = None
         if self.ferplus_csv:

@@ -89,8 +89,12 @@ def test_a_bad_data_file_fails_once_before_any_stage_starts(tiny_pipeline, tmp_p
     with pytest.raises(UserError, match=r"fer2013new.csv: 20 rows, but the FER2013 CSV has 21"):
         run_pipeline(load_pipeline(tiny_pipeline, data=str(good), sets=[cache, f"data.init_args.ferplus_csv={ferplus}"]),
                      tmp_path / "b", jobs=3, log=lambda *_: None)
-    assert not (tmp_path / "a" / "cnn1").exists() and not (tmp_path / "b" / "cnn1").exists()
-    assert len(list((tmp_path / "cache").glob("fer2013-*.pt"))) == 1  # the good file, parsed by the runner
+    no_public = write_fer_csv(tmp_path / "no_public.csv", [r for r in rows if r[2] != "PublicTest"])
+    with pytest.raises(UserError, match=rf"^{no_public}: no rows with Usage 'PublicTest'"):
+        run_pipeline(load_pipeline(tiny_pipeline, data=str(no_public), sets=[cache]), tmp_path / "c", jobs=3,
+                     log=lambda *_: None)
+    assert not any((tmp_path / d / "cnn1").exists() for d in "abc")
+    assert len(list((tmp_path / "cache").glob("fer2013-*.pt"))) == 2  # good and no_public, parsed by the runner
 
 
 def test_nan_loss_stops_the_stage_and_marks_nothing_done(tiny_pipeline, tmp_path):

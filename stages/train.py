@@ -45,7 +45,8 @@ def check(name: str, config: dict, inputs) -> None:
 def prepare_data(name: str, config: dict, seen: set) -> None:
     """The stage's ``LightningDataModule.prepare_data``, run by the runner once per distinct data
     config before the first stage starts: stages started side by side then load FER2013's parsed
-    cache instead of each parsing the CSV, and a bad row is one error before anything trains."""
+    cache instead of each parsing the CSV, and a bad row or folder is one error before anything
+    trains (``TensorDataModule.prepare_data``)."""
     key = json.dumps(config.get("data"), sort_keys=True, default=str)
     if config.get("data") and key not in seen:
         seen.add(key)

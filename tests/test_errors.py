@@ -72,8 +72,9 @@ def test_a_train_stage_takes_only_a_teacher_input_and_only_a_readable_one(tiny_p
 
 
 def test_a_bad_data_file_fails_once_before_any_stage_starts(tiny_pipeline, tmp_path):
-    """The runner reads each data file once before the stages start (they then load its parsed
-    cache): a bad row or a misaligned FER+ file is one error, and no stage has begun."""
+    """The runner reads each data file or folder once before the stages start (they then load
+    FER2013's parsed cache): a bad row, a misaligned FER+ file, a missing split or a bad class
+    folder is one error, and no stage has begun."""
     from conftest import write_fer_csv
 
     rows = [(i % 7, [i] * 2304, ("Training", "PublicTest", "PrivateTest")[i % 3]) for i in range(21)]
@@ -93,7 +94,11 @@ def test_a_bad_data_file_fails_once_before_any_stage_starts(tiny_pipeline, tmp_p
     with pytest.raises(UserError, match=rf"^{no_public}: no rows with Usage 'PublicTest'"):
         run_pipeline(load_pipeline(tiny_pipeline, data=str(no_public), sets=[cache]), tmp_path / "c", jobs=3,
                      log=lambda *_: None)
-    assert not any((tmp_path / d / "cnn1").exists() for d in "abc")
+    faces = tmp_path / "faces"  # an image folder: read by the runner too, before any stage
+    (faces / "smirk").mkdir(parents=True)
+    with pytest.raises(UserError, match=rf"^{faces / 'smirk'}: unknown class name 'smirk'"):
+        run_pipeline(load_pipeline(tiny_pipeline, data=str(faces)), tmp_path / "d", jobs=3, log=lambda *_: None)
+    assert not any((tmp_path / d / "cnn1").exists() for d in "abcd")
     assert len(list((tmp_path / "cache").glob("fer2013-*.pt"))) == 2  # good and no_public, parsed by the runner
 
 

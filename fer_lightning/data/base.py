@@ -126,14 +126,30 @@ class TensorDataModule(L.LightningDataModule):
         ``train``, ``val`` and ``test``."""
         raise NotImplementedError
 
-    # -- Lightning hooks ------------------------------------------------------------------
-    def setup(self, stage: str | None = None):
-        if self.splits:
-            return
+    # Read the data in prepare_data: the pipeline runner calls it once per data config before any
+    # stage starts, so a bad file or folder is one error before anything trains (and FER2013's CSV
+    # is parsed into its cache once, not by every stage started side by side). Generated data
+    # (SyntheticFacesDataModule) has nothing to check and is not made twice.
+    read_in_prepare_data = True
+
+    def checked_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         splits = self.load_splits()
         for name in ("train", "val", "test"):
             if name not in splits or len(splits[name][1]) == 0:
                 raise UserError(f"{type(self).__name__}: split '{name}' has no rows")
+        return splits
+
+    # -- Lightning hooks ------------------------------------------------------------------
+    def prepare_data(self):
+        """Read and check the splits; ``setup`` in the same process keeps them (in DDP only one
+        process per node runs this: the others read in ``setup``)."""
+        if self.read_in_prepare_data and not self.splits:
+            self._prepared = self.checked_splits()
+
+    def setup(self, stage: str | None = None):
+        if self.splits:
+            return
+        splits = self.__dict__.pop("_prepared", None) or self.checked_splits()
         if self.teacher_probs:
             labels = splits["train"][1]
             teacher = read_teacher(self.teacher_probs, labels, self.num_classes)

@@ -102,13 +102,6 @@ def _parse_pixels(path: Path, pixels: list[tuple[int, str]]) -> np.ndarray:
     return images
 
 
-def check_usages(path, usage: torch.Tensor):
-    """Every FER2013 split needs rows: train, validation (a Training slice or PublicTest) and test."""
-    for i, name in enumerate(USAGES):
-        if not bool((usage == i).any()):
-            raise UserError(f"{path}: no rows with Usage '{name}' (each of {', '.join(USAGES)} needs rows)")
-
-
 def load_fer2013(path, cache_dir=None) -> dict[str, torch.Tensor]:
     """Tensors ``images [N,1,48,48] uint8``, ``labels``, ``usage``, from the cache when possible."""
     path = Path(path)
@@ -223,19 +216,8 @@ class FER2013DataModule(TensorDataModule):
             raise UserError("data.ferplus_labels: soft needs data.ferplus_csv (the FER+ votes file)")
         self.ferplus_labels = ferplus_labels
 
-    def prepare_data(self):
-        """Parse the CSV into the tensor cache and check the FER+ file against it. Lightning calls
-        this once per machine before ``setup``, the pipeline runner once before stages start side
-        by side, so that they load the cache instead of each parsing the CSV. The tensors are kept
-        for ``setup`` in the same process (in DDP only one process runs this; the others load)."""
-        self._loaded = load_fer2013(self.csv_path, self.cache_dir)
-        check_usages(self.csv_path, self._loaded["usage"])
-        if self.ferplus_csv:
-            _, _, keep = read_ferplus(self.ferplus_csv, len(self._loaded["labels"]))
-            check_usages(f"{self.csv_path} with FER+ labels {self.ferplus_csv}", self._loaded["usage"][keep])
-
     def load_splits(self):
-        d = self.__dict__.pop("_loaded", None) or load_fer2013(self.csv_path, self.cache_dir)
+        d = load_fer2013(self.csv_path, self.cache_dir)
         images, labels, usage = d["images"], d["labels"], d["usage"]
         soft = None
         if self.ferplus_csv:
@@ -248,9 +230,12 @@ class FER2013DataModule(TensorDataModule):
             idx = mask.nonzero().flatten()
             return images[idx], labels[idx]
 
-        check_usages(f"{self.csv_path} with FER+ labels {self.ferplus_csv}" if self.ferplus_csv else self.csv_path,
-                     usage)
         train, public, private = (pick(usage == i) for i in range(3))
+        for name, (_, y) in zip(USAGES, (train, public, private)):
+            if len(y) == 0:
+                kept = f" with FER+ labels {self.ferplus_csv}" if self.ferplus_csv else ""
+                raise UserError(f"{self.csv_path}{kept}: no rows with Usage '{name}' "
+                                f"(each of {', '.join(USAGES)} needs rows)")
         train_soft = soft[usage == 0] if soft is not None else None
         if self.val_split == "holdout":
             keep, held = stratified_split(train[1], self.val_fraction, self.seed)

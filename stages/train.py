@@ -133,6 +133,10 @@ def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
     trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resume else None)
     if not trainer.is_global_zero:
         return {}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # The export below is this process's alone and the other DDP ranks have returned: left in
+        # the process group, the predictor's prepare_data barrier would wait for them forever.
+        torch.distributed.destroy_process_group()
 
     best = trainer.checkpoint_callback.best_model_path or str(last)
     ckpt = torch.load(best, map_location="cpu", weights_only=False)

@@ -67,9 +67,16 @@ def test_pipeline_errors_are_one_line_and_exit_2(tmp_path):
 
 def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path):
     """A training stage with DDP (2 processes, gloo) through the pipeline runner, which gives
-    such a stage its own process tree."""
+    such a stage its own process tree; on a FER2013 CSV, whose data module has a prepare_data
+    (Lightning's barrier around it once made the export after a DDP fit wait forever)."""
+    from conftest import write_fer_csv
+
+    usages = ["Training"] * 4 + ["PublicTest", "PrivateTest"]
+    rows = [(i % 7, [(i * 37 + j) % 256 for j in range(2304)], usages[i % 6]) for i in range(210)]
+    csv = write_fer_csv(tmp_path / "fer2013.csv", rows)
     out = tmp_path / "runs"
-    r = fer("pipeline", "run", str(tiny_pipeline), "--out", str(out), "--only", "cnn1",
+    r = fer("pipeline", "run", str(tiny_pipeline), "--data", str(csv), "--out", str(out), "--only", "cnn1",
+            "--set", f"data.init_args.cache_dir={tmp_path / 'cache'}",
             "--set", "trainer.strategy=ddp", "--set", "trainer.devices=2", "--set", "trainer.accelerator=cpu",
             timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -126,12 +126,6 @@ class TensorDataModule(L.LightningDataModule):
         ``train``, ``val`` and ``test``."""
         raise NotImplementedError
 
-    # Read the data in prepare_data: the pipeline runner calls it once per data config before any
-    # stage starts, so a bad file or folder is one error before anything trains (and FER2013's CSV
-    # is parsed into its cache once, not by every stage started side by side). Generated data
-    # (SyntheticFacesDataModule) has nothing to check and is not made twice.
-    read_in_prepare_data = True
-
     def checked_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         splits = self.load_splits()
         for name in ("train", "val", "test"):
@@ -142,8 +136,11 @@ class TensorDataModule(L.LightningDataModule):
     # -- Lightning hooks ------------------------------------------------------------------
     def prepare_data(self):
         """Read and check the splits; ``setup`` in the same process keeps them (in DDP only one
-        process per node runs this: the others read in ``setup``)."""
-        if self.read_in_prepare_data and not self.splits:
+        process per node runs this: the others read in ``setup``). The pipeline runner calls it
+        once per data config before any stage starts, so a bad file or folder is one error before
+        anything trains, and FER2013's CSV is parsed into its cache once, not by every stage
+        started side by side."""
+        if not self.splits:
             self._prepared = self.checked_splits()
 
     def setup(self, stage: str | None = None):

@@ -233,8 +233,8 @@ class FER2013DataModule(TensorDataModule):
         train, public, private = (pick(usage == i) for i in range(3))
         for name, (_, y) in zip(USAGES, (train, public, private)):
             if len(y) == 0:
-                kept = f" with FER+ labels {self.ferplus_csv}" if self.ferplus_csv else ""
-                raise UserError(f"{self.csv_path}{kept}: no rows with Usage '{name}' "
+                with_ferplus = f" with FER+ labels {self.ferplus_csv}" if self.ferplus_csv else ""
+                raise UserError(f"{self.csv_path}{with_ferplus}: no rows with Usage '{name}' "
                                 f"(each of {', '.join(USAGES)} needs rows)")
         train_soft = soft[usage == 0] if soft is not None else None
         if self.val_split == "holdout":

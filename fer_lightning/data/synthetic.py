@@ -127,8 +127,6 @@ class SyntheticFacesDataModule(TensorDataModule):
         image_size: side of the images handed to the model.
     """
 
-    read_in_prepare_data = False  # generated: nothing to check, and made once, in setup
-
     def __init__(self, num_train: int = 4000, num_val: int = 800, num_test: int = 1600,
                  image_size: int = 48, batch_size: int = 128, eval_batch_size: int = 1024,
                  augment: BatchAugment | None = None, seed: int = 0, teacher_probs: str | None = None,
@@ -137,6 +135,9 @@ class SyntheticFacesDataModule(TensorDataModule):
                          seed=seed, teacher_probs=teacher_probs, teacher_weight=teacher_weight)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
+
+    def prepare_data(self):
+        """Nothing to read or check: the faces are generated, once, in ``setup``."""
 
     def load_splits(self):
         out = {}

@@ -352,19 +352,19 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
             checked = True
             from stages import KINDS
 
-            may_run = [name for name in pipe.stages
-                       if statuses.get(name) not in ("cached", "skipped") and (not only or name in only)]
-            for name in may_run:
-                check = getattr(KINDS[pipe.stages[name].kind], "check", None)
+            may_run = {name: stage for name, stage in pipe.stages.items()
+                       if statuses.get(name) not in ("cached", "skipped") and (not only or name in only)}
+            for name, stage in may_run.items():
+                check = getattr(KINDS[stage.kind], "check", None)
                 if check:
-                    check(name, pipe.stages[name].config, pipe.stages[name].inputs)
+                    check(name, stage.config, stage.inputs)
             if dry_run:
                 return
             prepared = set()  # each data file is read once here, not by every stage started side by side
-            for name in may_run:
-                prepare_data = getattr(KINDS[pipe.stages[name].kind], "prepare_data", None)
+            for name, stage in may_run.items():
+                prepare_data = getattr(KINDS[stage.kind], "prepare_data", None)
                 if prepare_data:
-                    prepare_data(name, pipe.stages[name].config, prepared)
+                    prepare_data(name, stage.config, prepared)
 
         def prepare(name: str) -> StageContext | None:
             """Decide whether ``name`` runs (its deps are decided); the context to run it with."""

@@ -22,21 +22,30 @@ from fer_lightning import CLASS_NAMES, usable_cores
 from fer_lightning.artifacts import atomic_write_bytes, atomic_write_text
 from fer_lightning.errors import UserError
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# what both Pillow (image folders) and OpenCV (photos) decode
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 FACE_SIZE = 48  # crops are stored at this size; each model resizes to its own input
 
 
 def photo_files(paths) -> list[Path]:
+    """The named files, and the image files under the named folders (hidden ones left out, as
+    macOS's ``._x.jpg`` copies); how many other files a folder held is said, not an error."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in PHOTO_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            photos = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
+            if len(photos) < len(found):
+                other = next(f for f in found if f.suffix.lower() not in IMAGE_SUFFIXES)
+                print(f"note: {p}: {len(found) - len(photos)} file(s) that are not images left out "
+                      f"(e.g. {other.name})", file=sys.stderr)
+            files += photos
         elif p.exists():
             files.append(p)
         else:
             raise UserError(f"{p}: no such file or folder")
     if not files:
-        raise UserError(f"no photos ({', '.join(sorted(PHOTO_SUFFIXES))}) in {', '.join(map(str, paths))}")
+        raise UserError(f"no photos ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, paths))}")
     return files
 
 

@@ -147,12 +147,17 @@ def test_predict_on_photos_with_and_without_faces(trained, tmp_path):
     photos.mkdir()
     iio.imwrite(photos / "astronaut.jpg", skimage.data.astronaut())   # one face
     iio.imwrite(photos / "coffee.png", skimage.data.coffee())          # none
+    iio.imwrite(photos / "astronaut.gif", skimage.data.astronaut())   # a palette image, one face
     (photos / "broken.jpg").write_bytes(b"not an image")
+    (photos / "notes.txt").write_text("not a photo")                   # left out, with a note
+    (photos / "._astronaut.jpg").write_bytes(b"macOS metadata")         # hidden: left out
     out = tmp_path / "pred"
     proc = _cli("predict", "--model", trained["vgg"], "--model", trained["att"], photos, "--out", out)
-    assert "unreadable" in proc.stderr
+    assert "unreadable" in proc.stderr and "1 file(s) that are not images left out (e.g. notes.txt)" in proc.stderr
     rows = {r["file"].rsplit("/", 1)[1]: r for r in csv.DictReader((out / "predictions.csv").open())}
+    assert sorted(rows) == ["astronaut.gif", "astronaut.jpg", "broken.jpg", "coffee.png"]
     assert rows["coffee.png"]["label"] == "no_face" and rows["broken.jpg"]["label"] == "unreadable"
+    assert rows["astronaut.gif"]["label"] != "no_face"
     face = rows["astronaut.jpg"]
     assert face["label"] in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     probs = [float(face[f"p_{c}"]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]

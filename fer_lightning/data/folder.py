@@ -20,8 +20,8 @@ from fer_lightning import CLASS_NAMES
 from fer_lightning.data.augment import BatchAugment
 from fer_lightning.data.base import TensorDataModule, stratified_split
 from fer_lightning.errors import UserError
+from fer_lightning.photos import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 SYNONYMS = {
     "anger": "angry", "angry": "angry", "disgust": "disgust", "disgusted": "disgust",
     "fear": "fear", "fearful": "fear", "afraid": "fear", "happy": "happy", "happiness": "happy",

@@ -159,8 +159,11 @@ stages:
     assert pipe.stages["per_seed@1"].inputs == {"members": ["a@1.probs", "b.probs"]}
     assert "seed" not in pipe.stages["per_seed@1"].config
     p.write_text(p.read_text().replace("seed: [0, 1]}}\n  b:", "seed: [x, y]}}\n  b:"))
-    with pytest.raises(UserError, match=r"stages.a.foreach.seed: seeds must be integers"):
+    with pytest.raises(UserError, match=r"stages.a.foreach.seed: 'x' is not a seed"):
         load_pipeline(p)
+    p.write_text(p.read_text().replace("seed: [x, y]}}", "seed: [0, 1]}}").replace("seed: 7", "seed: -1"))
+    with pytest.raises(UserError, match=r"seed: -1 is not a seed \(an integer from 0"):
+        load_pipeline(p)  # numpy's range: an error here, not in every stage process
 
 
 TINY_003 = """

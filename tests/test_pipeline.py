@@ -210,6 +210,8 @@ def test_auto_plan_fills_every_core_up_to_one_extra_slot_and_shares_a_gpu(monkey
     assert [s["CUDA_VISIBLE_DEVICES"] for s in plan_slots("auto", 8)[0]] == ["0", "1", "2", "3"]
     with pytest.raises(UserError, match="jobs: '0'"):
         plan_slots(0, 3)
+    with pytest.raises(UserError, match=r"jobs: '1.5'"):  # not silently cut to 1
+        plan_slots("1.5", 3)
 
 
 def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_run(tiny_pipeline, tmp_path):

@@ -273,17 +273,24 @@ def plan_slots(jobs, width: int) -> tuple[list[dict], int]:
     gpus = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = visible.split(",")[:gpus] if visible else [str(i) for i in range(gpus)]
-    if jobs in (None, "auto"):
+    n = job_count(jobs)
+    if n is None:
         n = (gpus if gpus >= 2 else min(3, width)) if gpus else max(1, min(cores + 1, width))
-    else:
-        try:
-            n = int(jobs)
-        except (TypeError, ValueError):
-            n = 0
-        if n < 1:
-            raise UserError(f"jobs: '{jobs}' (expected 'auto' or a number >= 1)")
     slots = [{"CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} if len(ids) >= 2 else {} for i in range(n)]
     return slots, max(1, cores // n)
+
+
+def job_count(jobs) -> int | None:
+    """``jobs`` as a number of slots; None for ``"auto"``."""
+    if jobs in (None, "auto"):
+        return None
+    try:
+        n = int(jobs)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(n) != str(jobs).strip():
+        raise UserError(f"jobs: '{jobs}' (expected 'auto' or a number >= 1)")
+    return n
 
 
 @contextmanager
@@ -330,6 +337,7 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
     and write their output to ``<stage>/stage.log``. ``threads``: torch CPU threads per stage.
     """
     out_root = Path(out_root).resolve()
+    job_count(jobs)  # a bad value fails before anything is planned
     only = _expand_names(pipe, only)
     from_stages = _expand_names(pipe, [from_stage] if from_stage else [])
     forced = set(pipe.stages) if force else set()

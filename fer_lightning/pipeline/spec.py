@@ -185,13 +185,13 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
     for name, st in raw.items():
         kind = st.get("kind")
         if kind not in KINDS:
-            raise UserError(f"{path}: stages.{name}.kind: unknown stage kind '{kind}' "
-                            f"(known: {', '.join(sorted(KINDS))})")
+            what = "missing" if kind is None else f"unknown stage kind '{kind}'"
+            raise UserError(f"{path}: stages.{name}.kind: {what} (known: {', '.join(sorted(KINDS))})")
         shared = getattr(KINDS[kind], "SHARED", ())
         seed_key = ("seed_everything" if "trainer" in shared else "seed") if "seed" in shared else None
         cfg = {}
         if seed_key:
-            cfg[seed_key] = doc.get("seed", 0)
+            cfg[seed_key] = _checked_seed(doc.get("seed", 0), f"{path}: seed")
         if "trainer" in shared:
             cfg["trainer"] = dict(doc.get("trainer") or {})
         if "data" in shared and doc.get("data"):
@@ -227,8 +227,9 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
         key, values = loops[name] or (None, [None])
         # the config key each copy's value goes to (None: the value only labels the copies)
         target = key if key is not None and "." in key else seed_key if key == "seed" else None
-        if key == "seed" and target and not all(isinstance(v, int) for v in values):
-            raise UserError(f"{path}: stages.{name}.foreach.seed: seeds must be integers")
+        if key == "seed" and target:
+            for v in values:
+                _checked_seed(v, f"{path}: stages.{name}.foreach.seed")
         for value in values:
             copy_cfg = cfg
             if target is not None:
@@ -242,6 +243,13 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
             copy_name = name if key is None else f"{name}@{value}"
             stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps)
     return Pipeline(doc.get("name") or path.stem, path, _toposort(stages, path), doc.get("jobs"))
+
+
+def _checked_seed(value, where: str) -> int:
+    """A seed numpy accepts (``seed_everything`` seeds numpy too): caught here, not in every stage."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2 ** 32:
+        raise UserError(f"{where}: {value!r} is not a seed (an integer from 0 to {2 ** 32 - 1})")
+    return value
 
 
 def _foreach(spec, where: str):

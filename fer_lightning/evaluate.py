@@ -22,6 +22,18 @@ from fer_lightning.errors import UserError
 from fer_lightning.tta import TTA_MODES, check_tta, tta_probs
 
 
+def device_arg(value: str) -> str:
+    """``--device``: a torch device this machine has (argparse type: a one-line usage error)."""
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a torch device (cpu, cuda, cuda:1, ...)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"'{value}': torch finds {torch.cuda.device_count()} CUDA GPU(s) "
+                                         f"here; use --device cpu")
+    return value
+
+
 def model_image_size(net) -> int:
     """The face size a net was trained on (nets that resize internally accept any: 48)."""
     args = getattr(net, "init_args", {})
@@ -158,7 +170,7 @@ def main(argv) -> int:
     ap.add_argument("--ferplus", metavar="FER2013NEW_CSV",
                     help="score a FER2013 split against the FER+ majority vote of this votes file instead of "
                          "the original labels (rows FER+ drops are counted and left out)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="runs/evaluate", help="output directory")
     a = ap.parse_args(argv)
     m = evaluate(a.model, a.data, a.out, a.split, a.fusion, a.tta, a.device, a.face_crop, a.ferplus)

@@ -195,6 +195,7 @@ def annotate_photo(image: np.ndarray, faces: list[dict], path: Path):
 def main(argv) -> int:
     import torch
 
+    from fer_lightning.evaluate import device_arg
     from fer_lightning.tta import TTA_MODES
 
     ap = argparse.ArgumentParser(prog="fer-lightning predict", description=__doc__.split("\n\n")[0])
@@ -204,7 +205,7 @@ def main(argv) -> int:
     ap.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     ap.add_argument("--min-face", type=int, default=50, help="smallest face side in pixels")
     ap.add_argument("--no-annotate", action="store_true", help="skip the annotated copies")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--workers", type=int, help="photos read and scanned at once (default: one per CPU core)")
     ap.add_argument("--out", default="runs/predict")
     a = ap.parse_args(argv)

@@ -76,6 +76,7 @@ def parse_config(name: str, cfg: dict, build: bool = False, logger=None):
     module and trainer built too. An invalid config is a one-line UserError naming the stage and key."""
     from fer_lightning.train_cli import FERLightningCLI, ParseOnlyCLI
 
+    _check_gpus(name, cfg.get("trainer") or {})
     cls, kwargs = (FERLightningCLI, {"logger": logger}) if build else (ParseOnlyCLI, {})
     argv, sys.argv = sys.argv, sys.argv[:1]  # the config comes from `args`, not the command line
     try:
@@ -86,6 +87,20 @@ def parse_config(name: str, cfg: dict, build: bool = False, logger=None):
         raise UserError(f"stages.{name}: invalid config: {_one_line(str(e))}") from None
     finally:
         sys.argv = argv
+
+
+def _check_gpus(name: str, trainer: dict) -> None:
+    """A GPU trainer on a machine without (enough) GPUs fails here, before any stage runs, rather
+    than in each stage's Trainer."""
+    if str(trainer.get("accelerator")).lower() not in ("gpu", "cuda"):
+        return
+    import torch
+
+    have, devices = torch.cuda.device_count(), trainer.get("devices", "auto")
+    wanted = devices if isinstance(devices, int) and devices > 0 else len(devices) if isinstance(devices, list) else 1
+    if wanted > have:
+        raise UserError(f"stages.{name}.trainer: accelerator '{trainer['accelerator']}' with devices {devices}, "
+                        f"but torch finds {have} CUDA GPU(s) here (set trainer.accelerator: auto or cpu)")
 
 
 # jsonargparse explains a value that fits no type of an Optional[...] union at length: the union,

@@ -40,6 +40,17 @@ def test_an_invalid_downstream_config_fails_before_any_stage_trains(tiny_pipelin
         run_pipeline(load_pipeline(tiny_pipeline, sets=sets), tmp_path, dry_run=True, log=lambda *_: None)
 
 
+def test_a_gpu_trainer_on_a_machine_without_enough_gpus_fails_before_any_stage_trains(tiny_pipeline, tmp_path):
+    import torch
+
+    n = torch.cuda.device_count()
+    sets = ["trainer.accelerator=gpu", f"trainer.devices={n + 1}"]
+    with pytest.raises(UserError, match=rf"^stages.cnn\d.trainer: accelerator 'gpu' with devices {n + 1}, "
+                                        rf"but torch finds {n} CUDA GPU"):
+        _run(tiny_pipeline, tmp_path, sets)
+    assert not any((tmp_path / s).exists() for s in ("cnn1", "cnn2", "cnn3"))
+
+
 @pytest.mark.parametrize("setting, message", [
     ("stages.score_fusion.params.methods=[mean, median]", r"^stages.score_fusion.params.methods: expected"),
     ("stages.probe.params.classifiers={svm: {class_path: sklearn.svm.LinearSVX}}",

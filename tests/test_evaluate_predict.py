@@ -219,3 +219,17 @@ def test_evaluate_with_face_crop_cuts_photos_to_their_faces(trained, tmp_path):
     bad = _cli("evaluate", "--model", trained["vgg"], "--data", trained["csv"], "--face-crop",
                "--out", tmp_path / "bad", check=False)
     assert bad.returncode == 2 and "already cropped" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_device_this_machine_lacks_is_a_usage_error():
+    """``--device`` of evaluate and predict: argparse's one-line error, not CUDA's traceback."""
+    import argparse
+
+    from fer_lightning.evaluate import device_arg
+
+    n = torch.cuda.device_count()
+    assert device_arg("cpu") == "cpu"
+    with pytest.raises(argparse.ArgumentTypeError, match=f"'cuda:{n}': torch finds {n} CUDA GPU"):
+        device_arg(f"cuda:{n}")
+    with pytest.raises(argparse.ArgumentTypeError, match="'gpu0' is not a torch device"):
+        device_arg("gpu0")

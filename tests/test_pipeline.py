@@ -323,3 +323,21 @@ def test_files_a_stage_kind_declares_are_part_of_its_key(tmp_path):
     assert _data_deps(ev, fp)["ferplus"] != before["ferplus"] and _data_deps(ev, fp)["data"] == before["data"]
     tr = Stage("tr", "train", {"data": {"class_path": "x", "init_args": {"csv_path": str(csv), "batch_size": 8}}})
     assert _data_deps(tr, fp) == {"csv_path": before["data"]}
+
+
+def test_data_option_picks_the_data_module_from_the_path(tmp_path):
+    from fer_lightning.pipeline.spec import data_spec_for
+
+    (tmp_path / "jaffe").mkdir(), (tmp_path / "jaffe/KA.HA1.29.tiff").write_bytes(b"")
+    (tmp_path / "kaggle/train/happy").mkdir(parents=True), (tmp_path / "kaggle/test/happy").mkdir(parents=True)
+    (tmp_path / "faces/happy").mkdir(parents=True)
+    (tmp_path / "fer.csv").write_text("emotion,pixels,Usage\n")
+    spec = {name: data_spec_for(str(tmp_path / name)) for name in ("jaffe", "kaggle", "faces", "fer.csv")}
+    assert {n: s["class_path"].rsplit(".", 1)[1] for n, s in spec.items()} == {
+        "jaffe": "JAFFEDataModule", "kaggle": "ImageFolderDataModule", "faces": "ImageFolderDataModule",
+        "fer.csv": "FER2013DataModule"}
+    assert spec["kaggle"]["init_args"] == {"train_root": str(tmp_path / "kaggle/train"),
+                                           "test_root": str(tmp_path / "kaggle/test")}
+    assert spec["faces"]["init_args"] == {"train_root": str(tmp_path / "faces")}
+    with pytest.raises(UserError, match="fer.csv.gz: data file not found"):
+        data_spec_for(str(tmp_path / "fer.csv.gz"))

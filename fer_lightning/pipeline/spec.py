@@ -124,12 +124,16 @@ def iter_refs(inputs):
 
 
 def data_spec_for(path: str) -> dict:
-    """``--data PATH``: a FER2013 CSV, a JAFFE folder, an image folder, or ``synthetic``."""
+    """``--data PATH``: a FER2013 CSV, a JAFFE folder, an image folder (of class folders, or of
+    ``train/`` and ``test/`` folders of class folders, as Kaggle's FER2013 images), or ``synthetic``."""
     if path == "synthetic":
         return {"class_path": "fer_lightning.data.SyntheticFacesDataModule", "init_args": {}}
     p = Path(path)
     if p.is_dir() and any(p.glob("*.*.*.tif*")):
         return {"class_path": "fer_lightning.data.JAFFEDataModule", "init_args": {"root": str(p.resolve())}}
+    if p.is_dir() and (p / "train").is_dir() and (p / "test").is_dir():  # Kaggle's image layout
+        return {"class_path": "fer_lightning.data.ImageFolderDataModule",
+                "init_args": {"train_root": str((p / "train").resolve()), "test_root": str((p / "test").resolve())}}
     if p.is_dir():
         return {"class_path": "fer_lightning.data.ImageFolderDataModule",
                 "init_args": {"train_root": str(p.resolve())}}

@@ -76,7 +76,7 @@ def load_labelled(path: str, split: str | None = None, face_crop: bool = False, 
     """``(uint8 images [N, 1, s, s], labels [N], {skipped class: count}, description)``.
     FER2013 CSV: the named split (default ``test``), scored against the FER+ majority vote when
     ``ferplus`` names the votes file (rows FER+ drops are counted as skipped); JAFFE / image
-    folder: every image, with ``face_crop`` cut to its largest face (paths where none is found:
+    folder: every image (of a folder holding ``train/`` and ``test/``: those of the split, default test), with ``face_crop`` cut to its largest face (paths where none is found:
     appended to ``no_face``)."""
     from fer_lightning.pipeline.spec import data_spec_for
 
@@ -97,7 +97,12 @@ def load_labelled(path: str, split: str | None = None, face_crop: bool = False, 
         x, y = FER2013DataModule(path, ferplus_csv=ferplus).split(split or "test")
         skipped["contempt, unknown or not a face (FER+)"] = n_all - len(y)
         return x, y, skipped, f"{path} [{split or 'test'}], FER+ majority labels ({ferplus})"
-    if split not in (None, "all"):
+    roots = spec["init_args"]
+    if kind == "ImageFolderDataModule" and "test_root" in roots:  # train/ and test/ (Kaggle's layout)
+        if split not in (None, "test", "train"):
+            raise UserError(f"--split {split}: {path} holds the splits train and test")
+        path = roots["train_root" if split == "train" else "test_root"]
+    elif split not in (None, "all"):
         raise UserError(f"--split {split}: a folder is evaluated whole (leave --split out)")
     if kind == "JAFFEDataModule":
         from fer_lightning.data.jaffe import read_jaffe

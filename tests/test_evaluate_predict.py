@@ -233,3 +233,18 @@ def test_a_device_this_machine_lacks_is_a_usage_error():
         device_arg(f"cuda:{n}")
     with pytest.raises(argparse.ArgumentTypeError, match="'gpu0' is not a torch device"):
         device_arg("gpu0")
+
+
+def test_evaluate_on_kaggles_train_and_test_folders_scores_one_split(trained, tmp_path):
+    from fer_lightning.errors import UserError
+    from fer_lightning.evaluate import evaluate
+
+    root = tmp_path / "kaggle"
+    _write_faces_folder(root / "train", {"happy": 3})
+    _write_faces_folder(root / "test", {"sad": 2, "angry": 1})
+    support = {split: np.asarray(evaluate([str(trained["vgg"])], str(root), tmp_path / str(split),
+                                          split=split)["confusion"]).sum(1).tolist()
+               for split in (None, "train")}
+    assert support == {None: [1, 0, 0, 0, 2, 0, 0], "train": [0, 0, 0, 3, 0, 0, 0]}   # test by default
+    with pytest.raises(UserError, match="holds the splits train and test"):
+        evaluate([str(trained["vgg"])], str(root), tmp_path / "val", split="val")

@@ -47,6 +47,10 @@ def main(argv=None):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; nothing unfinished was marked done
+        print("interrupted" + (": finished stages are kept, and the same command resumes the rest"
+                               if command == "pipeline" else ""), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

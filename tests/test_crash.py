@@ -24,3 +24,29 @@ def test_kill_minus_9_twice_then_identical_results(tmp_path):
     res = soak_kill.trial(pipeline, tmp_path / "trial", ref, [mid_training, first_stage_finished])
     assert res["killed"] and res["ok"], res
     assert 1 <= res["finished_before_kill"] < 7 and res["resumed_from_checkpoint"] >= 1, res
+
+
+def test_ctrl_c_is_one_line_and_the_same_command_resumes(tiny_pipeline, tmp_path):
+    """SIGINT to the whole process group, as Ctrl-C in a terminal sends it, while the base CNNs
+    train in processes of their own: exit status 130, one line instead of a traceback, no stage
+    marked done that did not finish, and the same command then completes the run."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fer_lightning", "pipeline", "run", str(tiny_pipeline), "--out", str(out),
+           "--jobs", "3", "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(out.glob("cnn*/stage.log"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: finished stages are kept" in err and "Traceback" not in err
+    assert not list(out.glob("*/manifest.json"))   # nothing had finished; nothing looks finished
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "7 stage(s) run" in done.stdout, done.stderr[-2000:]

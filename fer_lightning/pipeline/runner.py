@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -195,9 +196,9 @@ def run_stage_job(job_path: str) -> int:
 
 
 def _die_with_parent():  # Linux: a stage process must not outlive a runner killed with SIGKILL
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _start_child around the fork
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -212,11 +213,17 @@ def _start_child(ctx: StageContext, env: dict | None = None, log_file: Path | No
     atomic_write_json(job, d)
     job.with_suffix(".result.json").unlink(missing_ok=True)
     out = open(log_file, "w") if log_file else None
+    linux = sys.platform.startswith("linux")
+    # Ctrl-C during the fork would raise KeyboardInterrupt inside the fork's handlers, which Python
+    # only prints: held back until the child exists, it interrupts the runner as anywhere else.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if linux else None
     try:
         return subprocess.Popen([sys.executable, "-m", "fer_lightning", "_stage", str(job)],
                                 env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                preexec_fn=_die_with_parent if linux else None)
     finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if out:
             out.close()
 
@@ -436,18 +443,47 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 metrics = _execute_in_process_or_child(ctx, _needs_own_process(pipe.stages[ctx.name]))
             finish(ctx, metrics, t0)
 
-        if dry_run or str(jobs) == "1":
-            for name in pipe.stages:
-                ctx = prepare(name)
-                if ctx is not None:
-                    run_here(ctx, threads)
-        else:
-            _run_concurrently(pipe, prepare, finish, run_here, jobs, threads, log)
+        with _ctrl_c_wins_over_stage_failures():
+            if dry_run or str(jobs) == "1":
+                for name in pipe.stages:
+                    ctx = prepare(name)
+                    if ctx is not None:
+                        run_here(ctx, threads)
+            else:
+                _run_concurrently(pipe, prepare, finish, run_here, jobs, threads, log)
         if not dry_run:
             log(f"pipeline {pipe.name}: {sum(s == 'run' for s in statuses.values())} stage(s) run, "
                 f"{sum(s == 'cached' for s in statuses.values())} cached, {time.time() - t_all:.1f}s; "
                 f"outputs in {out_root}")
         return statuses
+
+
+@contextmanager
+def _ctrl_c_wins_over_stage_failures():
+    """Ctrl-C reaches the stage processes too, which then fail, and a training in this process
+    turns it into ``sys.exit(1)`` (Lightning's graceful shutdown): a run the user interrupted ends
+    as interrupted, not as a stage failure."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # someone else handles SIGINT here
+        return
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except (UserError, SystemExit):
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, log):

@@ -22,9 +22,15 @@ def main(argv=None):
     command, rest = argv[0], argv[1:]
     try:
         if command == "train":
+            from lightning.fabric.utilities.exceptions import MisconfigurationException
+
             from fer_lightning.train_cli import FERLightningCLI
 
-            FERLightningCLI(args=rest)
+            try:
+                FERLightningCLI(args=rest)
+            except MisconfigurationException as e:  # e.g. accelerator gpu on a machine without one
+                hint = " (--trainer.accelerator auto runs on what this machine has)" if "gpu" in str(e).lower() else ""
+                raise UserError(f"trainer: {e}{hint}") from None
             return 0
         if command == "pipeline":
             from fer_lightning.pipeline.cli import pipeline_main

@@ -53,6 +53,10 @@ def test_train_fit_validate_test_predict_and_print_config(tmp_path):
 def test_unknown_config_key_fails(tmp_path):
     r = fer("train", "fit", *CONFIGS, "--model.net.init_args.colour", "blue")
     assert r.returncode != 0 and "colour" in r.stderr
+    # a trainer no machine here can run: Lightning's reason in one line, not its traceback
+    r = fer("train", "fit", *CONFIGS, *TINY, "--trainer.accelerator", "gpu", "--trainer.devices", "64",
+            "--trainer.default_root_dir", str(tmp_path))
+    assert r.returncode == 2 and "error: trainer: " in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 def test_pipeline_errors_are_one_line_and_exit_2(tmp_path):

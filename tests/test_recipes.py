@@ -103,6 +103,33 @@ def test_ferplus_majority_and_soft_labels_drop_contempt_unknown_and_non_faces(tm
         read_ferplus(tmp_path / "bad.csv", 4)
 
 
+def test_ferplus_votes_as_a_teacher_of_the_original_labels(tmp_path):
+    """bench/ferplus_teacher.py: the votes of every Training row as a distillation teacher; rows
+    FER+ drops keep their original one-hot label; other splits play no part."""
+    import sys
+
+    from conftest import ROOT
+    from fer_lightning.data import FER2013DataModule
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ferplus_teacher import ferplus_targets
+
+    rows = [(3, [0] * 2304, "Training"), (0, [1] * 2304, "Training"), (5, [2] * 2304, "Training"),
+            (6, [3] * 2304, "PublicTest"), (6, [4] * 2304, "PrivateTest")]
+    votes = [[6, 4, 0, 0, 0, 0, 0, 0, 0, 0],   # neutral 6, happiness 4: the original says happy
+             [0, 0, 0, 0, 0, 0, 0, 6, 4, 0],   # contempt: FER+ drops it, the original (angry) stays
+             [0, 0, 10, 0, 0, 0, 0, 0, 0, 0], [10] + [0] * 9, [10] + [0] * 9]
+    csv_path = write_fer_csv(tmp_path / "fer.csv", rows)
+    probs, labels, agree = ferplus_targets(csv_path, _votes_csv(tmp_path / "votes.csv", votes))
+    np.testing.assert_allclose(probs, [[0, 0, 0, 0.4, 0, 0, 0.6], [1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 0]])
+    assert labels.tolist() == [3, 0, 5] and agree == 0.5
+    np.savez(tmp_path / "teacher.npz", train_probs=probs, train_labels=labels)
+    dm = FER2013DataModule(str(csv_path), val_split="PublicTest", teacher_probs=str(tmp_path / "teacher.npz"),
+                           teacher_weight=0.5, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    torch.testing.assert_close(dm.train_targets[0], torch.tensor([0, 0, 0, 0.7, 0, 0, 0.3]))
+
+
 def test_ferplus_soft_labels_train_on_distributions_and_score_on_majority(tmp_path):
     import lightning as L
 

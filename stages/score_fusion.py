@@ -17,6 +17,8 @@ from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"probs": "probs.npz", "metrics": "metrics.json"}
 PARAMS = ("methods", "fit_split")  # what params may hold
+
+
 def check(name: str, config: dict, inputs) -> list:
     """The members and methods, checked before the pipeline's first stage runs."""
     members = inputs.get("members") if isinstance(inputs, dict) else None

@@ -46,7 +46,10 @@ def photo_files(paths) -> list[Path]:
             raise UserError(f"{p}: no such file or folder")
     if not files:
         raise UserError(f"no photos ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, paths))}")
-    return files
+    first = {}
+    for f in files:  # each photo once, where it is first named
+        first.setdefault(f.resolve(), f)
+    return list(first.values())
 
 
 def face_detector():

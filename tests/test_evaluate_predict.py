@@ -152,10 +152,12 @@ def test_predict_on_photos_with_and_without_faces(trained, tmp_path):
     (photos / "notes.txt").write_text("not a photo")                   # left out, with a note
     (photos / "._astronaut.jpg").write_bytes(b"macOS metadata")         # hidden: left out
     out = tmp_path / "pred"
-    proc = _cli("predict", "--model", trained["vgg"], "--model", trained["att"], photos, "--out", out)
+    proc = _cli("predict", "--model", trained["vgg"], "--model", trained["att"], photos, photos / "astronaut.jpg",
+                "--out", out)   # a photo named twice is predicted once
     assert "unreadable" in proc.stderr and "1 file(s) that are not images left out (e.g. notes.txt)" in proc.stderr
-    rows = {r["file"].rsplit("/", 1)[1]: r for r in csv.DictReader((out / "predictions.csv").open())}
-    assert sorted(rows) == ["astronaut.gif", "astronaut.jpg", "broken.jpg", "coffee.png"]
+    listed = list(csv.DictReader((out / "predictions.csv").open()))
+    rows = {r["file"].rsplit("/", 1)[1]: r for r in listed}
+    assert sorted(rows) == ["astronaut.gif", "astronaut.jpg", "broken.jpg", "coffee.png"] and len(listed) == 4
     assert rows["coffee.png"]["label"] == "no_face" and rows["broken.jpg"]["label"] == "unreadable"
     assert rows["astronaut.gif"]["label"] != "no_face"
     face = rows["astronaut.jpg"]

@@ -131,6 +131,7 @@ def test_stage_interrupted_leaves_no_finished_manifest(tiny_pipeline, tmp_path, 
 
 @pytest.mark.parametrize("edit, message", [
     ("stages.cnn1.kind=transform", "unknown stage kind 'transform'"),
+    ("stages.extra={config: ../models/cnn1.yaml}", "stages.extra.kind: missing (known: evaluate,"),
     ("stages.cnn1.colour=blue", "stages.cnn1: unknown key(s) colour"),
     ("stages.fusion.inputs.backbones=[cnn9.checkpoint]", "names a missing stage 'cnn9'"),
     ("stages.fusion.inputs.backbones=[cnn1.weights]", "stage 'cnn1' (train) has no output 'weights'"),

@@ -12,11 +12,10 @@ contempt, unknown or not a face) keep their one-hot original label.
 """
 
 import argparse
-import io
 
 import numpy as np
 
-from fer_lightning.artifacts import atomic_write_bytes
+from fer_lightning.artifacts import atomic_save_npz
 from fer_lightning.data.fer2013 import load_fer2013, read_ferplus
 
 
@@ -38,9 +37,7 @@ def main():
     ap.add_argument("--out", default="ferplus_teacher.npz")
     a = ap.parse_args()
     probs, labels, agree = ferplus_targets(a.csv, a.votes)
-    buf = io.BytesIO()
-    np.savez(buf, train_probs=probs, train_labels=labels)
-    atomic_write_bytes(a.out, buf.getvalue())
+    atomic_save_npz(a.out, train_probs=probs, train_labels=labels)
     print(f"{a.out}: {len(labels)} Training rows; FER+'s majority agrees with the original label on "
           f"{100 * agree:.1f} % of the rows it keeps; the original label's mean share of the votes: "
           f"{100 * probs[np.arange(len(labels)), labels].mean():.1f} %")

@@ -76,8 +76,9 @@ def load_labelled(path: str, split: str | None = None, face_crop: bool = False, 
     """``(uint8 images [N, 1, s, s], labels [N], {skipped class: count}, description)``.
     FER2013 CSV: the named split (default ``test``), scored against the FER+ majority vote when
     ``ferplus`` names the votes file (rows FER+ drops are counted as skipped); JAFFE / image
-    folder: every image (of a folder holding ``train/`` and ``test/``: those of the split, default test), with ``face_crop`` cut to its largest face (paths where none is found:
-    appended to ``no_face``)."""
+    folder: every image (of a folder holding ``train/`` and ``test/``: those of the split, default
+    test), with ``face_crop`` cut to its largest face (paths where none is found: appended to
+    ``no_face``)."""
     from fer_lightning.pipeline.spec import data_spec_for
 
     spec = data_spec_for(path)

@@ -97,7 +97,11 @@ def _check_gpus(name: str, trainer: dict) -> None:
     import torch
 
     have, devices = torch.cuda.device_count(), trainer.get("devices", "auto")
-    wanted = devices if isinstance(devices, int) and devices > 0 else len(devices) if isinstance(devices, list) else 1
+    wanted = 1  # "auto", -1, "0,1": at least one
+    if isinstance(devices, list):
+        wanted = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        wanted = devices
     if wanted > have:
         raise UserError(f"stages.{name}.trainer: accelerator '{trainer['accelerator']}' with devices {devices}, "
                         f"but torch finds {have} CUDA GPU(s) here (set trainer.accelerator: auto or cpu)")

@@ -83,11 +83,34 @@ def largest_face(grey: np.ndarray, min_face: int = 50) -> np.ndarray | None:
     return grey[y:y + h, x:x + w]
 
 
+def jpeg_cut_short(data: bytes) -> bool:
+    """Whether ``data`` is a JPEG that ends inside its last scan (a partial download or copy).
+    OpenCV decodes such a file as far as it goes, grey below the cut, and libjpeg's warning does
+    not name the file. Byte stuffing keeps the end marker (FF D9) out of scan data, so a whole
+    file has one after its last start-of-scan (FF DA); an EXIF thumbnail's end marker comes
+    before the main image's scans."""
+    return data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
+def read_grey(path: Path) -> np.ndarray | None:
+    """The photo as a grey array (EXIF orientation applied, as ``cv2.imread`` does), or ``None``
+    when it cannot be read whole."""
+    import cv2
+
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:  # a folder named x.jpg, no permission
+        return None
+    if data.size == 0 or jpeg_cut_short(data.tobytes()):
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+
+
 def find_faces(path: Path, min_face: int):
     """``(boxes, 48x48 grey crops)`` of one photo, or ``None`` when it cannot be read."""
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    image = read_grey(path)
     if image is None:
         return None
     boxes = detect_faces(image, thread_cascade(), min_face)
@@ -99,17 +122,21 @@ def parallel_map(fn, items, workers: int):
     """``map(fn, items)`` in order on ``workers`` threads: OpenCV releases the GIL while it decodes
     and scans a photo, so photos are processed side by side, one OpenCV thread each, rather than
     one photo at a time with OpenCV splitting its scales across threads (7 % faster on 2 cores;
-    README: Performance)."""
+    README: Performance). OpenCV's own log is silenced meanwhile: its decoder errors do not name
+    the file, and ``predict`` says which photo was unreadable."""
     import cv2
     from concurrent.futures import ThreadPoolExecutor
 
-    before = cv2.getNumThreads()
+    log = cv2.utils.logging
+    threads, level = cv2.getNumThreads(), log.getLogLevel()
     cv2.setNumThreads(1)
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             yield from pool.map(fn, items)
     finally:
-        cv2.setNumThreads(before)
+        cv2.setNumThreads(threads)
+        log.setLogLevel(level)
 
 
 def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = "mean", tta: str = "none",

@@ -149,6 +149,8 @@ def test_predict_on_photos_with_and_without_faces(trained, tmp_path):
     iio.imwrite(photos / "coffee.png", skimage.data.coffee())          # none
     iio.imwrite(photos / "astronaut.gif", skimage.data.astronaut())   # a palette image, one face
     (photos / "broken.jpg").write_bytes(b"not an image")
+    whole = (photos / "astronaut.jpg").read_bytes()
+    (photos / "cut.jpg").write_bytes(whole[:len(whole) // 2])           # a download cut short
     (photos / "notes.txt").write_text("not a photo")                   # left out, with a note
     (photos / "._astronaut.jpg").write_bytes(b"macOS metadata")         # hidden: left out
     out = tmp_path / "pred"
@@ -157,14 +159,33 @@ def test_predict_on_photos_with_and_without_faces(trained, tmp_path):
     assert "unreadable" in proc.stderr and "1 file(s) that are not images left out (e.g. notes.txt)" in proc.stderr
     listed = list(csv.DictReader((out / "predictions.csv").open()))
     rows = {r["file"].rsplit("/", 1)[1]: r for r in listed}
-    assert sorted(rows) == ["astronaut.gif", "astronaut.jpg", "broken.jpg", "coffee.png"] and len(listed) == 4
+    assert sorted(rows) == ["astronaut.gif", "astronaut.jpg", "broken.jpg", "coffee.png", "cut.jpg"] and len(listed) == 5
     assert rows["coffee.png"]["label"] == "no_face" and rows["broken.jpg"]["label"] == "unreadable"
+    assert rows["cut.jpg"]["label"] == "unreadable" and "cut.jpg: unreadable image" in proc.stderr
     assert rows["astronaut.gif"]["label"] != "no_face"
     face = rows["astronaut.jpg"]
     assert face["label"] in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     probs = [float(face[f"p_{c}"]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]
     assert abs(sum(probs) - 1) < 1e-3 and 150 < int(face["x"]) < 200   # the astronaut's face box
     assert (out / "annotated/astronaut.jpg").stat().st_size > 10_000
+
+
+def test_a_jpeg_cut_short_is_told_from_a_whole_one_with_a_thumbnail():
+    """OpenCV decodes a truncated JPEG as far as it goes; the missing end marker after the last
+    scan gives it away — and an EXIF thumbnail's own end marker must not hide it."""
+    import cv2
+    import skimage.data
+
+    from fer_lightning.photos import jpeg_cut_short
+
+    main = cv2.imencode(".jpg", skimage.data.astronaut())[1].tobytes()
+    thumb = cv2.imencode(".jpg", skimage.data.astronaut()[::8, ::8])[1].tobytes()
+    exif = b"Exif\0\0" + thumb   # a thumbnail (SOS ... EOI) inside APP1, before the main scans
+    with_thumb = main[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + main[2:]
+    assert not jpeg_cut_short(main) and not jpeg_cut_short(with_thumb)
+    assert jpeg_cut_short(main[:-100]) and jpeg_cut_short(with_thumb[:-100])
+    png = cv2.imencode(".png", skimage.data.astronaut())[1].tobytes()
+    assert not jpeg_cut_short(png[:1000])   # other formats: OpenCV itself refuses a cut file
 
 
 def test_predict_in_parallel_gives_the_rows_of_one_worker(trained, tmp_path):

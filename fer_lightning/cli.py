@@ -24,8 +24,12 @@ def main(argv=None):
         if command == "train":
             from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+            import warnings
+
             from fer_lightning.train_cli import FERLightningCLI
 
+            # `args` is this command's share of sys.argv, which Lightning cannot tell from a mistake
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             try:
                 FERLightningCLI(args=rest)
             except MisconfigurationException as e:  # e.g. accelerator gpu on a machine without one

@@ -8,14 +8,42 @@ import yaml
 from fer_lightning.errors import UserError
 
 
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML keeps the last one
+    silently, so a stage pasted twice under one name, or a second ``trainer:`` block, would
+    quietly replace the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merge keys may repeat; a list or mapping as a key is no config key
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' given twice in one mapping (YAML would keep only the last)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, where: str):
+    """``text`` parsed by ``StrictLoader``; an error names ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise UserError(f"{where}: invalid YAML: {at}{e.problem or e.context}")
+    except yaml.YAMLError as e:
+        raise UserError(f"{where}: invalid YAML: {str(e).splitlines()[0]}")
+
+
 def load_yaml(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: invalid YAML: {str(e).splitlines()[0]}")
+    data = parse_yaml(path.read_text(), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

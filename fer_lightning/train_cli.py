@@ -9,6 +9,18 @@ from fer_lightning.module import ClassifierModule
 from fer_lightning.tracking import make_logger
 
 
+def strict_yaml_load(text: str):
+    """jsonargparse's YAML loader after a check that no key is given twice: PyYAML keeps the
+    last silently, so a second ``trainer:`` block in one file would replace the first."""
+    import yaml
+    from jsonargparse import get_loader
+
+    from fer_lightning.config import StrictLoader
+
+    yaml.load(text, Loader=StrictLoader)  # raises a YAMLError, which jsonargparse reports
+    return get_loader("yaml")(text)
+
+
 class FERLightningCLI(LightningCLI):
     """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``),
     ``predict`` writing ``predictions.npz``, seed 0, and W&B (offline) as the default logger."""
@@ -17,6 +29,11 @@ class FERLightningCLI(LightningCLI):
         self._logger = logger
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        from jsonargparse import set_loader
+        import yaml
+
+        set_loader("yaml_strict", strict_yaml_load, exceptions=(yaml.YAMLError,))
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml_strict", "prog": "fer-lightning train"})
         super().__init__(ClassifierModule, TensorDataModule, *args, subclass_mode_data=True, **kwargs)
 
     def add_arguments_to_parser(self, parser):

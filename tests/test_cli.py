@@ -59,6 +59,15 @@ def test_unknown_config_key_fails(tmp_path):
     assert r.returncode == 2 and "error: trainer: " in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
+def test_a_config_file_with_a_key_given_twice_is_refused(tmp_path):
+    """jsonargparse (PyYAML) would keep the second `trainer:` block and drop `accelerator: cpu`."""
+    twice = tmp_path / "trainer.yaml"
+    twice.write_text("trainer:\n  accelerator: cpu\ntrainer:\n  max_epochs: 3\n")
+    r = fer("train", "fit", *CONFIGS, "--config", str(twice), "--print_config")
+    assert r.returncode != 0 and "key 'trainer' given twice" in r.stderr and "line 3" in r.stderr, r.stderr[-2000:]
+    assert "LightningCLI's args parameter" not in r.stderr and "usage: fer-lightning train" in r.stderr
+
+
 def test_pipeline_errors_are_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nstages:\n  a: {kind: train, inputs: {x: b.metrics}}\n  b: {kind: score_fusion, inputs: {y: a.metrics}}\n")

@@ -147,6 +147,31 @@ def test_bad_pipeline_files_are_one_line_errors(tiny_pipeline, edit, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_key_given_twice_or_broken_yaml_is_a_one_line_error_with_its_line(tiny_pipeline, tmp_path):
+    """PyYAML keeps the last of two equal keys silently: a stage pasted twice under one name
+    would vanish. And a syntax error names its line, not just 'while parsing a block mapping'."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(f"base: {tiny_pipeline}\nname: twice\nstages:\n  cnn1: {{params: {{seed: 1}}}}\n"
+                     "  cnn1: {params: {seed: 2}}\n")
+    with pytest.raises(UserError) as e:
+        load_pipeline(twice)
+    assert str(e.value) == (f"{twice}: invalid YAML: line 5, column 3: key 'cnn1' given twice in one mapping "
+                            "(YAML would keep only the last)")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nstages:\n  a:\n    kind: train\n   b: 1\n")
+    with pytest.raises(UserError, match=rf"^{broken}: invalid YAML: line 5, column 4: expected <block end>"):
+        load_pipeline(broken)
+    with pytest.raises(UserError, match=r"^--set trainer=\{a: invalid YAML: line 1"):
+        load_pipeline(tiny_pipeline, sets=["trainer={a"])
+    # a YAML merge key (`<<`) and a key it merges in, given again to override it, are no repeat
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(f"base: {tiny_pipeline}\nname: m\nstages:\n"
+                      "  cnn1: {params: {trainer: &quick {max_epochs: 1, limit_train_batches: 2}}}\n"
+                      "  cnn2: {params: {trainer: {<<: *quick, max_epochs: 2}}}\n")
+    trainer = load_pipeline(merged).stages["cnn2"].config["trainer"]
+    assert trainer["max_epochs"] == 2 and trainer["limit_train_batches"] == 2
+
+
 def test_only_a_stage_whose_inputs_are_missing_is_an_error(tiny_pipeline, tmp_path):
     with pytest.raises(UserError, match="needs cnn1, cnn2, not finished yet"):
         _run(tiny_pipeline, tmp_path / "runs", only=["fusion"])

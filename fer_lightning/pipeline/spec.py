@@ -37,9 +37,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from fer_lightning.config import deep_merge, load_yaml, set_dotted
+from fer_lightning.config import deep_merge, load_yaml, parse_yaml, set_dotted
 from fer_lightning.errors import UserError
 
 TOP_KEYS = {"name", "base", "data", "trainer", "seed", "stages", "description", "jobs"}
@@ -166,7 +164,7 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
         key, eq, value = item.partition("=")
         if not eq:
             raise UserError(f"--set {item}: expected KEY=VALUE")
-        set_dotted(doc, key.strip(), yaml.safe_load(value))
+        set_dotted(doc, key.strip(), parse_yaml(value, f"--set {item}"))
     unknown = set(doc) - TOP_KEYS
     if unknown:
         raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} "

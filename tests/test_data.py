@@ -1,3 +1,5 @@
+import gzip
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +31,13 @@ def test_reader_plain_and_gzip(tmp_path, suffix):
     np.testing.assert_array_equal(images[5].ravel(), rows[5][1])
     assert labels.tolist() == [r[0] for r in rows]
     assert usage.tolist() == [0] * 14 + [1] * 14 + [2] * 14
+    # saved by Excel as "CSV UTF-8": a byte-order mark before the header, Windows line ends
+    excel = tmp_path / "excel.csv"
+    text = (gzip.decompress(path.read_bytes()) if suffix == ".csv.gz" else path.read_bytes()).decode()
+    excel.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    again = read_fer2013_csv(excel)
+    np.testing.assert_array_equal(again[0], images)
+    np.testing.assert_array_equal(again[1], labels)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -99,8 +99,18 @@ def test_ferplus_majority_and_soft_labels_drop_contempt_unknown_and_non_faces(tm
     with pytest.raises(UserError, match="row-aligned"):
         read_ferplus(tmp_path / "v.csv", 5)
     (tmp_path / "bad.csv").write_text((tmp_path / "v.csv").read_text().replace(",7,", ",x,"))
-    with pytest.raises(UserError, match="bad.csv, line 3"):
+    with pytest.raises(UserError, match="bad.csv: line 3"):
         read_ferplus(tmp_path / "bad.csv", 4)
+    # as Excel saves it ("CSV UTF-8": a byte-order mark first), gzipped, or the wrong file
+    import gzip
+
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "v.csv").read_bytes())
+    (tmp_path / "v.csv.gz").write_bytes(gzip.compress((tmp_path / "v.csv").read_bytes()))
+    for same in ("bom.csv", "v.csv.gz"):
+        np.testing.assert_array_equal(read_ferplus(tmp_path / same, 4)[1], soft)
+    (tmp_path / "v.bin").write_bytes(gzip.compress(b"x"))   # a gzip file without the .gz suffix
+    with pytest.raises(UserError, match=r"v.bin: cannot read as text"):
+        read_ferplus(tmp_path / "v.bin", 4)
 
 
 def test_ferplus_votes_as_a_teacher_of_the_original_labels(tmp_path):

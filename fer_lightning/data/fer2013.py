@@ -27,6 +27,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FER_LIGHTNING_CACHE", Path.home() / ".cache" / "fer_lightning"))
 
 
+def read_text(path: Path) -> str:
+    """A CSV's text, plain or gzip; a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
+            return f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read as {'gzip ' if opener is gzip.open else ''}text: {e}")
+
+
 def read_fer2013_csv(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse the CSV into (uint8 images [N, 48, 48], int64 labels [N], usage codes [N]).
 
@@ -36,13 +46,7 @@ def read_fer2013_csv(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: FER2013 CSV not found (pass the path to fer2013.csv or .csv.gz)")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", newline="") as f:
-            text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read as {'gzip ' if opener is gzip.open else ''}text: {e}")
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(read_text(path)))
     header = next(reader, None)
     if header is None:
         raise UserError(f"{path}: file is empty; expected a header 'emotion,pixels,Usage'")
@@ -137,26 +141,23 @@ def read_ferplus(path, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     the vote distribution over the 7 classes (``[N, 7]``, rows sum to 1) and a keep-mask. Rows
     whose top vote is contempt (not one of the 7 classes), unknown or NF (not a face) are dropped,
     as in the FER+ protocol; the remaining rows' contempt/unknown votes leave the distribution."""
-    import csv
-
     from fer_lightning import CLASS_NAMES
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: FER+ votes file not found (fer2013new.csv)")
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, [])
-        missing = [c for c in FERPLUS_COLUMNS if c not in header]
-        if missing:
-            raise UserError(f"{path}: not a FER+ votes file: no column(s) {', '.join(missing)}")
-        cols = [header.index(c) for c in FERPLUS_COLUMNS]
-        votes = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                votes.append([float(row[i]) for i in cols])
-            except (ValueError, IndexError):
-                raise UserError(f"{path}, line {line}: missing or non-numeric vote counts") from None
+    reader = csv.reader(io.StringIO(read_text(path)))
+    header = [h.strip() for h in next(reader, [])]
+    missing = [c for c in FERPLUS_COLUMNS if c not in header]
+    if missing:
+        raise UserError(f"{path}: not a FER+ votes file: no column(s) {', '.join(missing)}")
+    cols = [header.index(c) for c in FERPLUS_COLUMNS]
+    votes = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            votes.append([float(row[i]) for i in cols])
+        except (ValueError, IndexError):
+            raise UserError(f"{path}: line {line}: missing or non-numeric vote counts") from None
     votes = np.array(votes, dtype=np.float32).reshape(-1, len(FERPLUS_COLUMNS))
     if len(votes) != n_rows:
         raise UserError(f"{path}: {len(votes)} rows, but the FER2013 CSV has {n_rows}: the FER+ file must be "

@@ -22,8 +22,11 @@ def load_net(path) -> torch.nn.Module:
     """The model of face images a :class:`ClassifierModule` checkpoint holds, weights loaded, in
     eval mode: its ``net``, or for a ``head`` stage given its backbones, the exported FusionNet."""
     path = Path(path)
+    if path.is_dir() and (path / "model.ckpt").is_file():  # a finished stage's folder
+        path = path / "model.ckpt"
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
+        hint = " (a folder: name its model.ckpt)" if path.is_dir() else ""
+        raise UserError(f"{path}: checkpoint not found{hint}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:

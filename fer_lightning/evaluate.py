@@ -165,7 +165,7 @@ def to_markdown(m: dict) -> str:
 
 def main(argv) -> int:
     ap = argparse.ArgumentParser(prog="fer-lightning evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="a model.ckpt (repeat for an ensemble)")
+    ap.add_argument("--model", action="append", required=True, help="a model.ckpt, or a finished stage's folder (repeat for an ensemble)")
     ap.add_argument("--data", required=True, help="FER2013 .csv/.csv.gz, a JAFFE folder or an image folder")
     ap.add_argument("--split", help="FER2013 split: test, public_test, private_test, train, val (default test)")
     ap.add_argument("--fusion", default="mean", choices=["mean", "max"], help="score fusion of several models")

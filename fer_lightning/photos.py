@@ -230,7 +230,7 @@ def main(argv) -> int:
 
     ap = argparse.ArgumentParser(prog="fer-lightning predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="photos and/or folders of photos")
-    ap.add_argument("--model", action="append", required=True, help="a model.ckpt (repeat for an ensemble)")
+    ap.add_argument("--model", action="append", required=True, help="a model.ckpt, or a finished stage's folder (repeat for an ensemble)")
     ap.add_argument("--fusion", default="mean", choices=["mean", "max"])
     ap.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
     ap.add_argument("--min-face", type=int, default=50, help="smallest face side in pixels")

@@ -132,6 +132,12 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     good = tmp_path / "cnn2.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, good)
     assert isinstance(load_net(good), CNN2)
+    stage = tmp_path / "cnn2"   # a finished stage's folder stands for its model.ckpt
+    stage.mkdir()
+    with pytest.raises(UserError, match=r"cnn2: checkpoint not found \(a folder: name its model.ckpt\)"):
+        load_net(stage)
+    (stage / "model.ckpt").write_bytes(good.read_bytes())
+    assert isinstance(load_net(stage), CNN2)
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(UserError, match="truncated.ckpt: not a readable checkpoint"):

@@ -81,6 +81,9 @@ def load_labelled(path: str, split: str | None = None, face_crop: bool = False, 
     ``no_face``)."""
     from fer_lightning.pipeline.spec import data_spec_for
 
+    if not Path(path).is_dir() and not str(path).endswith((".csv", ".csv.gz")):  # 'synthetic', a photo
+        raise UserError(f"--data {path}: evaluate needs labelled faces: a FER2013 .csv/.csv.gz file, or a JAFFE "
+                        f"or image folder (to label photos, use fer-lightning predict)")
     spec = data_spec_for(path)
     kind = spec["class_path"].rsplit(".", 1)[1]
     skipped = {}

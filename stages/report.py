@@ -104,7 +104,8 @@ def to_markdown(title: str, tables: list, splits: list, notes: str = "", labels=
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Accuracy is micro-averaged; precision, recall and F1 are macro averages over the "
-                 "7 classes, in percent; a ± is the standard deviation over a stage's foreach copies.")
+                 "classes that occur among a split's labels or predictions (all 7 on FER2013), in percent; "
+                 "a ± is the standard deviation over a stage's foreach copies.")
     return "\n".join(lines) + "\n"
 
 

@@ -27,19 +27,26 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".we
 FACE_SIZE = 48  # crops are stored at this size; each model resizes to its own input
 
 
+def images_under(folder: Path) -> list[Path]:
+    """The image files under ``folder`` and its sub-folders, sorted. Hidden files and folders
+    (macOS's ``._x.jpg`` copies, Jupyter's ``.ipynb_checkpoints``) are left out, and so are other
+    files (``Thumbs.db``, notes), which a note counts: not an error."""
+    found = sorted(f for f in folder.rglob("*")
+                   if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    images = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
+    if len(images) < len(found):
+        other = next(f for f in found if f.suffix.lower() not in IMAGE_SUFFIXES)
+        print(f"note: {folder}: {len(found) - len(images)} file(s) that are not images left out "
+              f"(e.g. {other.relative_to(folder)})", file=sys.stderr)
+    return images
+
+
 def photo_files(paths) -> list[Path]:
-    """The named files, and the image files under the named folders (hidden ones left out, as
-    macOS's ``._x.jpg`` copies); how many other files a folder held is said, not an error."""
+    """The named files, and the image files under the named folders (``images_under``)."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-            photos = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
-            if len(photos) < len(found):
-                other = next(f for f in found if f.suffix.lower() not in IMAGE_SUFFIXES)
-                print(f"note: {p}: {len(found) - len(photos)} file(s) that are not images left out "
-                      f"(e.g. {other.name})", file=sys.stderr)
-            files += photos
+            files += images_under(p)
         elif p.exists():
             files.append(p)
         else:

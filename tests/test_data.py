@@ -146,8 +146,10 @@ def test_synthetic_faces_are_deterministic_and_balanced():
     assert not torch.equal(a, c)
 
 
-def test_image_folder_reads_synonyms_and_rejects_bad_input(tmp_path):
+def test_image_folder_reads_synonyms_and_rejects_bad_input(tmp_path, capsys):
     from PIL import Image
+
+    from fer_lightning.data.folder import read_image_folder
 
     for cls in ("happiness", "anger", "sad"):
         (tmp_path / "ok" / cls).mkdir(parents=True)
@@ -158,10 +160,17 @@ def test_image_folder_reads_synonyms_and_rejects_bad_input(tmp_path):
     assert dm.splits["train"][0].shape[1:] == (1, 48, 48)
     assert sorted(torch.cat([dm.splits[s][1] for s in ("train", "val", "test")]).unique().tolist()) == [0, 3, 4]
 
-    (tmp_path / "ok" / "sad" / "notes.txt").write_text("hello")
-    with pytest.raises(UserError, match="notes.txt: not an image file"):
-        ImageFolderDataModule(str(tmp_path / "ok")).setup()
-    (tmp_path / "ok" / "sad" / "notes.txt").unlink()
+    # what real folders hold besides faces: left out (others with a note); sub-folders are read
+    (tmp_path / "ok" / "sad" / "Thumbs.db").write_bytes(b"\0" * 64)
+    (tmp_path / "ok" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "ok" / "sad" / "._0.png").write_bytes(b"macOS metadata")
+    (tmp_path / "ok" / "sad" / "subject2").mkdir()
+    Image.fromarray(RNG.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "ok" / "sad" / "subject2" / "0.png")
+    x, y = read_image_folder(tmp_path / "ok")
+    assert len(y) == 31 and (y == 4).sum() == 11
+    out = capsys.readouterr().err
+    assert "ok/sad: 1 file(s) that are not images left out (e.g. Thumbs.db)" in out and "._0" not in out
+    (tmp_path / "ok" / "sad" / "Thumbs.db").unlink()
     (tmp_path / "ok" / "sad" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="broken.png: unreadable image"):
         ImageFolderDataModule(str(tmp_path / "ok")).setup()
@@ -171,7 +180,8 @@ def test_image_folder_reads_synonyms_and_rejects_bad_input(tmp_path):
         ImageFolderDataModule(str(tmp_path / "ok")).setup()
     (tmp_path / "ok" / "contempt").rmdir()
     (tmp_path / "ok" / "fear").mkdir()
-    with pytest.raises(UserError, match="class folder is empty"):
+    (tmp_path / "ok" / "fear" / "notes.txt").write_text("to do")
+    with pytest.raises(UserError, match="fear: class folder holds no images"):
         ImageFolderDataModule(str(tmp_path / "ok")).setup()
 
 

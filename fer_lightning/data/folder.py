@@ -1,4 +1,5 @@
-"""Faces stored as ``root/<class>/*.png|jpg|...``, read once into grey uint8 tensors.
+"""Faces stored as ``root/<class>/*.png|jpg|...`` (sub-folders of a class folder included; hidden
+files and folders and files that are not images left out), read once into grey uint8 tensors.
 
 Class folder names are mapped onto the FER2013 classes with common synonyms (``anger`` →
 ``angry``, ``happiness`` → ``happy``, ...). Splits: ``train_root`` gives train (and a stratified
@@ -20,7 +21,7 @@ from fer_lightning import CLASS_NAMES
 from fer_lightning.data.augment import BatchAugment
 from fer_lightning.data.base import TensorDataModule, stratified_split
 from fer_lightning.errors import UserError
-from fer_lightning.photos import IMAGE_SUFFIXES
+from fer_lightning.photos import IMAGE_SUFFIXES, images_under
 
 SYNONYMS = {
     "anger": "angry", "angry": "angry", "disgust": "disgust", "disgusted": "disgust",
@@ -72,24 +73,22 @@ def read_image_folder(root, image_size: int = 48, skipped: dict | None = None, f
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: image folder not found")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise UserError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
     images, labels = [], []
     for d in class_dirs:
         label = class_index(d.name)
         if label is None and skipped is not None:
-            skipped[d.name] = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            skipped[d.name] = len(images_under(d))
             continue
         if label is None:
             raise UserError(f"{d}: unknown class name '{d.name}' (expected one of "
                             f"{', '.join(CLASS_NAMES)} or a common synonym)")
-        files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
+        files = images_under(d)  # sub-folders too (one per subject or session, say)
         if not files:
-            raise UserError(f"{d}: class folder is empty")
+            raise UserError(f"{d}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for f in files:
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                raise UserError(f"{f}: not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
             images.append(load_grey(f, image_size, face_crop, no_face))
             labels.append(label)
     if not images:

@@ -1,6 +1,7 @@
 """The whole paper-000 DAG on tiny synthetic data with the real Trainer, and the caching rules."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -163,6 +164,9 @@ def test_a_key_given_twice_or_broken_yaml_is_a_one_line_error_with_its_line(tiny
         load_pipeline(broken)
     with pytest.raises(UserError, match=r"^--set trainer=\{a: invalid YAML: line 1"):
         load_pipeline(tiny_pipeline, sets=["trainer={a"])
+    for item in ("seed", "=3", "stages..seed=3", "seed.=3"):
+        with pytest.raises(UserError, match=rf"^--set {re.escape(item)}: expected KEY=VALUE, KEY dotted"):
+            load_pipeline(tiny_pipeline, sets=[item])
     # a YAML merge key (`<<`) and a key it merges in, given again to override it, are no repeat
     merged = tmp_path / "merged.yaml"
     merged.write_text(f"base: {tiny_pipeline}\nname: m\nstages:\n"

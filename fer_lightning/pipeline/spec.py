@@ -162,8 +162,8 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
     # --set last: it can change anything, the data module --data chose included
     for item in sets:
         key, eq, value = item.partition("=")
-        if not eq:
-            raise UserError(f"--set {item}: expected KEY=VALUE")
+        if not eq or "" in key.strip().split("."):
+            raise UserError(f"--set {item}: expected KEY=VALUE, KEY dotted (stages.cnn1.params.seed=1)")
         set_dotted(doc, key.strip(), parse_yaml(value, f"--set {item}"))
     unknown = set(doc) - TOP_KEYS
     if unknown:

@@ -130,6 +130,14 @@ def test_stage_interrupted_leaves_no_finished_manifest(tiny_pipeline, tmp_path, 
     assert _ran(_run(tiny_pipeline, out)) == ["probe", "report"]
 
 
+def test_a_stage_config_file_given_by_set_is_relative_to_the_working_directory(tiny_pipeline, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    stage = load_pipeline(tiny_pipeline, sets=["stages.cnn1.config=configs/models/cnn2.yaml"]).stages["cnn1"]
+    assert stage.config["model"]["net"]["class_path"] == "fer_lightning.models.CNN2"
+    with pytest.raises(UserError, match=r"stages.cnn1.config: file 'configs/models/nope.yaml' does not exist$"):
+        load_pipeline(tiny_pipeline, sets=["stages.cnn1.config=configs/models/nope.yaml"])
+
+
 @pytest.mark.parametrize("edit, message", [
     ("stages.cnn1.kind=transform", "unknown stage kind 'transform'"),
     ("stages.extra={config: ../models/cnn1.yaml}", "stages.extra.kind: missing (known: evaluate,"),

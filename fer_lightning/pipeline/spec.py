@@ -198,8 +198,14 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
             cfg["trainer"] = dict(doc.get("trainer") or {})
         if "data" in shared and doc.get("data"):
             cfg["data"] = doc["data"]
-        for f in st.get("config") or []:
-            cfg = deep_merge(cfg, load_yaml(f))
+        files = st.get("config") or []
+        files = files if isinstance(files, list) else [files]  # --set gives a path as it is
+        if not all(isinstance(f, str) for f in files):
+            raise UserError(f"{path}: stages.{name}.config: expected a file path or a list of them")
+        for f in files:  # those the YAML named are absolute by now; those --set gave are relative to here
+            if not (Path.cwd() / f).is_file():
+                raise UserError(f"{path}: stages.{name}.config: file '{f}' does not exist")
+            cfg = deep_merge(cfg, load_yaml(Path.cwd() / f))
         params = st.get("params") or {}
         if not isinstance(params, dict):
             raise UserError(f"{path}: stages.{name}.params must be a mapping")

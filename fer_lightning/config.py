@@ -1,6 +1,7 @@
 """Small helpers shared by the pipeline and the stages: YAML loading, deep merge, imports."""
 
 import importlib
+import re
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,13 @@ class StrictLoader(yaml.SafeLoader):
                     key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+# PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-4` would be the string "1e-4", which
+# LightningCLI converts but scikit-learn's estimators (probe classifiers) refuse. As in YAML 1.2
+# and jsonargparse, an exponent without a dot is a float.
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                   re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def parse_yaml(text: str, where: str):

@@ -156,7 +156,7 @@ def test_bad_pipeline_files_are_one_line_errors(tiny_pipeline, edit, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_key_given_twice_or_broken_yaml_is_a_one_line_error_with_its_line(tiny_pipeline, tmp_path):
+def test_pipeline_yaml_and_set_values_are_read_strictly_and_errors_name_the_line(tiny_pipeline, tmp_path):
     """PyYAML keeps the last of two equal keys silently: a stage pasted twice under one name
     would vanish. And a syntax error names its line, not just 'while parsing a block mapping'."""
     twice = tmp_path / "twice.yaml"
@@ -172,6 +172,10 @@ def test_a_key_given_twice_or_broken_yaml_is_a_one_line_error_with_its_line(tiny
         load_pipeline(broken)
     with pytest.raises(UserError, match=r"^--set trainer=\{a: invalid YAML: line 1"):
         load_pipeline(tiny_pipeline, sets=["trainer={a"])
+    # `1e-4` is a float, as in YAML 1.2 and jsonargparse (PyYAML alone reads a string)
+    svm = {"class_path": "sklearn.svm.LinearSVC", "init_args": {"C": 0.01}}
+    sets = ["stages.probe.params.classifiers={svm: {class_path: sklearn.svm.LinearSVC, init_args: {C: 1e-2}}}"]
+    assert load_pipeline(tiny_pipeline, sets=sets).stages["probe"].config["classifiers"] == {"svm": svm}
     for item in ("seed", "=3", "stages..seed=3", "seed.=3"):
         with pytest.raises(UserError, match=rf"^--set {re.escape(item)}: expected KEY=VALUE, KEY dotted"):
             load_pipeline(tiny_pipeline, sets=[item])

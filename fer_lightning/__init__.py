@@ -16,3 +16,17 @@ MEAN, STD = 0.507, 0.255
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def at_least_one(value: str) -> int:
+    """An argparse type for counts (``--threads``, ``--workers``, ``--min-face``): a whole number
+    of 1 or more, else a one-line usage error."""
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number of 1 or more")
+    return n

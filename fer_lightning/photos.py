@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lightning import CLASS_NAMES, usable_cores
+from fer_lightning import CLASS_NAMES, at_least_one, usable_cores
 from fer_lightning.artifacts import atomic_write_bytes, atomic_write_text
 from fer_lightning.errors import UserError
 
@@ -240,10 +240,10 @@ def main(argv) -> int:
     ap.add_argument("--model", action="append", required=True, help="a model.ckpt, or a finished stage's folder (repeat for an ensemble)")
     ap.add_argument("--fusion", default="mean", choices=["mean", "max"])
     ap.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation")
-    ap.add_argument("--min-face", type=int, default=50, help="smallest face side in pixels")
+    ap.add_argument("--min-face", type=at_least_one, default=50, help="smallest face side in pixels")
     ap.add_argument("--no-annotate", action="store_true", help="skip the annotated copies")
     ap.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--workers", type=int, help="photos read and scanned at once (default: one per CPU core)")
+    ap.add_argument("--workers", type=at_least_one, help="photos read and scanned at once (default: one per CPU core)")
     ap.add_argument("--out", default="runs/predict")
     a = ap.parse_args(argv)
     rows = predict_photos(a.model, a.inputs, a.out, a.fusion, a.tta, a.min_face, not a.no_annotate, a.device,

@@ -78,6 +78,16 @@ def test_pipeline_errors_are_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "no.csv.gz: data file not found" in r.stderr
 
 
+def test_counts_below_one_are_usage_errors(tmp_path):
+    """--threads 0 used to mean the default, -1 failed inside a stage; --workers -2 meant 1."""
+    for args in (["pipeline", "run", "configs/pipelines/fer2013_fusion_demo.yaml", "--threads", "0"],
+                 ["predict", "--model", "m.ckpt", "photo.jpg", "--workers", "-2"],
+                 ["predict", "--model", "m.ckpt", "photo.jpg", "--min-face", "x"]):
+        r = fer(*args, "--out", str(tmp_path / "o"))
+        assert r.returncode == 2 and "is not a whole number of 1 or more" in r.stderr, (args, r.stderr[-500:])
+    assert not (tmp_path / "o").exists()
+
+
 def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path):
     """A training stage with DDP (2 processes, gloo) through the pipeline runner, which gives
     such a stage its own process tree; on a FER2013 CSV, whose data module has a prepare_data

@@ -3,6 +3,7 @@
 import argparse
 import os
 
+from fer_lightning import at_least_one
 from fer_lightning.pipeline.runner import run_pipeline
 from fer_lightning.pipeline.spec import load_pipeline
 
@@ -25,7 +26,7 @@ def pipeline_main(argv) -> int:
     ap.add_argument("--jobs", help="independent stages run at once: 'auto' (default: one per GPU when "
                     "there are several, up to 3 on one GPU, on the CPU the DAG's width, at most cores + 1) "
                     "or a number; 1 = one after the other")
-    ap.add_argument("--threads", type=int, help="torch CPU threads per stage (default: the cores "
+    ap.add_argument("--threads", type=at_least_one, help="torch CPU threads per stage (default: the cores "
                     "divided among the stages that run at once)")
     args = ap.parse_args(argv)
     pipe = load_pipeline(args.file, sets=args.set, data=args.data)

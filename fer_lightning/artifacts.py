@@ -4,6 +4,7 @@ Every artifact is written to a temporary file in the same directory and renamed 
 crash leaves either the old file or the new one, never half of one.
 """
 
+import errno
 import hashlib
 import io
 import json
@@ -14,10 +15,25 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_lightning.errors import UserError
+
 # mkstemp creates its file readable by its owner only; an artifact gets the mode a plain open()
 # would give it (0o666 less the umask), so others who may read a run's outputs still can.
 _UMASK = os.umask(0o22)
 os.umask(_UMASK)
+
+
+def output_dir(path) -> Path:
+    """``path``, created with its parents, for a command's outputs; where it cannot be (a file of
+    that name, no permission, a read-only disk), a one-line error before any work is done."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, "Permission denied")
+    except OSError as e:
+        raise UserError(f"{path}: cannot write outputs there ({e.strerror or e}); pass another --out")
+    return path
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_lightning import CLASS_NAMES
-from fer_lightning.artifacts import atomic_write_json, atomic_write_text
+from fer_lightning.artifacts import atomic_write_json, atomic_write_text, output_dir
 from fer_lightning.data.base import normalise
 from fer_lightning.ensemble import fuse_scores
 from fer_lightning.errors import UserError
@@ -129,6 +129,7 @@ def evaluate(models: list[str], data: str, out_dir, split: str | None = None, fu
 
     if not models:
         raise UserError("evaluate: give at least one --model checkpoint")
+    out = output_dir(out_dir)
     nets = [load_net(m) for m in models]
     no_face = []
     x, y, skipped, described = load_labelled(data, split, face_crop, no_face, ferplus)
@@ -137,9 +138,9 @@ def evaluate(models: list[str], data: str, out_dir, split: str | None = None, fu
     metrics.update(models=[str(m) for m in models], data=described, fusion=fusion if len(nets) > 1 else None,
                    tta=tta, excluded_classes=skipped, face_crop=face_crop,
                    no_face_found=len(no_face) if face_crop else None)
-    out = Path(out_dir)
     atomic_write_json(out / "metrics.json", metrics)
-    plot_confusion(metrics["confusion"], f"{Path(models[0]).parent.name}{' +…' if len(models) > 1 else ''} "
+    first = Path(models[0]) if Path(models[0]).is_dir() else Path(models[0]).parent  # the stage's folder
+    plot_confusion(metrics["confusion"], f"{first.name}{' +…' if len(models) > 1 else ''} "
                    f"on {Path(data).name}", out / "confusion.png")
     atomic_write_text(out / "report.md", to_markdown(metrics))
     return metrics

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_lightning import CLASS_NAMES, at_least_one, usable_cores
-from fer_lightning.artifacts import atomic_write_bytes, atomic_write_text
+from fer_lightning.artifacts import atomic_write_bytes, atomic_write_text, output_dir
 from fer_lightning.errors import UserError
 
 # what both Pillow (image folders) and OpenCV (photos) decode
@@ -154,8 +154,9 @@ def predict_photos(models: list[str], inputs: list[str], out_dir, fusion: str = 
     from fer_lightning.checkpoints import load_net
     from fer_lightning.evaluate import predict_probs
 
+    out = output_dir(out_dir)
     nets = [load_net(m) for m in models]
-    files, out = photo_files(inputs), Path(out_dir)
+    files = photo_files(inputs)
     face_detector()  # a clear error before any work if the cascade file is missing
     workers = workers or usable_cores()
     rows, crops, readable = [], [], []

@@ -137,6 +137,10 @@ def test_evaluate_command_ensemble_with_tta_on_a_fer2013_split(trained, tmp_path
     assert sum(map(sum, m["confusion"])) == 21
     bad = _cli("evaluate", "--model", tmp_path / "none.ckpt", "--data", trained["csv"], check=False)
     assert bad.returncode == 2 and "checkpoint not found" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "a_file").write_text("x")   # --out naming a file: one line, before any work
+    for command in (["evaluate", "--data", trained["csv"]], ["predict", trained["csv"]]):
+        bad = _cli(*command, "--model", trained["vgg"], "--out", tmp_path / "a_file", check=False)
+        assert bad.returncode == 2 and "a_file: cannot write outputs there" in bad.stderr, bad.stderr
     for unlabelled in ("synthetic", tmp_path / "photo.jpg"):   # no labels to score against
         bad = _cli("evaluate", "--model", trained["vgg"], "--data", unlabelled, check=False)
         assert bad.returncode == 2 and "evaluate needs labelled faces" in bad.stderr and "use fer-lightning predict" \

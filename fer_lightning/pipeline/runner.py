@@ -24,8 +24,8 @@ from pathlib import Path
 import yaml
 
 import fer_lightning
-from fer_lightning.artifacts import (atomic_write_json, atomic_write_text, fingerprint_path, sha256_file,
-                                    sha256_json)
+from fer_lightning.artifacts import (atomic_write_json, atomic_write_text, fingerprint_path, output_dir,
+                                    sha256_file, sha256_json)
 from fer_lightning.errors import UserError
 from fer_lightning.pipeline.spec import Pipeline, Stage, is_file_ref, iter_refs, map_refs
 
@@ -317,11 +317,11 @@ def _threads(n: int | None):
 
 @contextmanager
 def _lock(out_root: Path):
+    output_dir(out_root)
     try:
-        out_root.mkdir(parents=True, exist_ok=True)
         f = open(out_root / ".lock", "w")
     except OSError as e:
-        raise UserError(f"{out_root}: output directory is not writable ({e.strerror}); pass --out DIR")
+        raise UserError(f"{out_root}: cannot write outputs there ({e.strerror}); pass another --out")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -4,7 +4,6 @@ Every artifact is written to a temporary file in the same directory and renamed 
 crash leaves either the old file or the new one, never half of one.
 """
 
-import errno
 import hashlib
 import io
 import json
@@ -24,16 +23,20 @@ os.umask(_UMASK)
 
 
 def output_dir(path) -> Path:
-    """``path``, created with its parents, for a command's outputs; where it cannot be (a file of
-    that name, no permission, a read-only disk), a one-line error before any work is done."""
+    """``path``, checked to be a place for a command's outputs, before any work is done: a one-line
+    error where a file is in the way or there is no permission. Nothing is created here, so a
+    command that fails later leaves no empty folder behind (the writers create it)."""
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if not os.access(path, os.W_OK):
-            raise PermissionError(errno.EACCES, "Permission denied")
-    except OSError as e:
-        raise UserError(f"{path}: cannot write outputs there ({e.strerror or e}); pass another --out")
-    return path
+    existing = path
+    while not existing.exists():  # its nearest existing folder ('.' or '/' at the latest)
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = f"{existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"no permission to write in {existing}"
+    else:
+        return path
+    raise UserError(f"{path}: cannot write outputs there ({problem}); pass another --out")
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

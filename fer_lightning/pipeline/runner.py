@@ -319,6 +319,7 @@ def _threads(n: int | None):
 def _lock(out_root: Path):
     output_dir(out_root)
     try:
+        out_root.mkdir(parents=True, exist_ok=True)
         f = open(out_root / ".lock", "w")
     except OSError as e:
         raise UserError(f"{out_root}: cannot write outputs there ({e.strerror}); pass another --out")

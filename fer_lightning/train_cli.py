@@ -29,11 +29,12 @@ class FERLightningCLI(LightningCLI):
         self._logger = logger
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        from jsonargparse import set_loader
         import yaml
+        from jsonargparse import set_loader
 
         set_loader("yaml_strict", strict_yaml_load, exceptions=(yaml.YAMLError,))
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml_strict", "prog": "fer-lightning train"})
+        kwargs["parser_kwargs"] = {"parser_mode": "yaml_strict", "prog": "fer-lightning train",
+                                   **kwargs.get("parser_kwargs", {})}
         super().__init__(ClassifierModule, TensorDataModule, *args, subclass_mode_data=True, **kwargs)
 
     def add_arguments_to_parser(self, parser):

@@ -367,6 +367,31 @@ def test_files_a_stage_kind_declares_are_part_of_its_key(tmp_path):
     assert _data_deps(tr, fp) == {"csv_path": before["data"]}
 
 
+def test_an_image_added_to_or_changed_in_a_class_folder_changes_the_key(tmp_path):
+    """A folder's mtime changes only with its direct entries: faces/ stays as it was when an
+    image is added to faces/happy/, or one is rewritten in place; the key must not."""
+    import os
+
+    from fer_lightning.pipeline.runner import _data_deps, _Fingerprints
+    from fer_lightning.pipeline.spec import Stage
+
+    (tmp_path / "faces/happy/subject1").mkdir(parents=True)
+    (tmp_path / "faces/happy/0.png").write_bytes(b"one")
+    fp = _Fingerprints(tmp_path / "fp.json")
+    tr = Stage("tr", "train", {"data": {"class_path": "x", "init_args": {"train_root": str(tmp_path / "faces")}}})
+    keys = [_data_deps(tr, fp)]
+    (tmp_path / "faces/happy/1.png").write_bytes(b"two")
+    keys.append(_data_deps(tr, fp))
+    (tmp_path / "faces/happy/subject1/2.png").write_bytes(b"three")
+    keys.append(_data_deps(tr, fp))
+    mtime = os.stat(tmp_path / "faces/happy/0.png").st_mtime_ns
+    (tmp_path / "faces/happy/0.png").write_bytes(b"ONE")        # same size, same name
+    os.utime(tmp_path / "faces/happy/0.png", ns=(mtime + 10**9, mtime + 10**9))
+    keys.append(_data_deps(tr, fp))
+    assert len({k["train_root"] for k in keys}) == 4
+    assert _Fingerprints(tmp_path / "fp.json").of((tmp_path / "faces").resolve()) == keys[-1]["train_root"]
+
+
 def test_data_option_picks_the_data_module_from_the_path(tmp_path):
     from fer_lightning.pipeline.spec import data_spec_for
 

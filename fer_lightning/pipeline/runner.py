@@ -10,6 +10,7 @@ resumes from its ``last.ckpt``.
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -59,8 +60,23 @@ def _code_version() -> dict:
     return {"fer_lightning": fer_lightning.__version__, "git": sha or None}
 
 
+def _stamp(p: Path):
+    """What changes whenever ``p``'s content may have: a file's size and mtime; a folder's, those
+    of every file under it (a folder's own mtime changes only when its direct entries do, so an
+    image added to ``faces/happy/`` leaves ``faces/`` as it was)."""
+    if not p.is_dir():
+        st = p.stat()
+        return [st.st_size, st.st_mtime_ns]
+    h = hashlib.sha256()
+    for q in sorted(q for q in p.rglob("*") if q.is_file()):
+        st = q.stat()
+        h.update(f"{q.relative_to(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 class _Fingerprints:
-    """Content hashes of data files named in configs, re-hashed only when size or mtime change."""
+    """Content hashes of data files and folders named in configs, re-hashed only when their
+    ``_stamp`` changes."""
 
     def __init__(self, path: Path, write: bool = True):
         self.path, self.write = path, write  # a plan (dry run) reads the cache, writes nothing
@@ -70,8 +86,7 @@ class _Fingerprints:
             self.cache = {}
 
     def of(self, p: Path) -> str:
-        st = p.stat()
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = _stamp(p)
         hit = self.cache.get(str(p))
         if hit and hit[0] == stamp:
             return hit[1]

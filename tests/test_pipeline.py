@@ -365,6 +365,16 @@ def test_files_a_stage_kind_declares_are_part_of_its_key(tmp_path):
     assert _data_deps(ev, fp)["ferplus"] != before["ferplus"] and _data_deps(ev, fp)["data"] == before["data"]
     tr = Stage("tr", "train", {"data": {"class_path": "x", "init_args": {"csv_path": str(csv), "batch_size": 8}}})
     assert _data_deps(tr, fp) == {"csv_path": before["data"]}
+    # a backbone's local weights file, however deeply nested, is an input too
+    weights = tmp_path / "imagenet.pth"
+    weights.write_bytes(b"w1")
+    net = {"class_path": "FusionNet", "init_args": {"backbone_specs": [
+        {"class_path": "TorchvisionNet", "init_args": {"arch": "mobilenet_v2", "weights": str(weights)}}]}}
+    tv = Stage("tv", "train", {"model": {"net": net, "optimizer": {"class_path": "torch.optim.Adam"}}})
+    first = _data_deps(tv, fp)
+    assert list(first) == ["model.net.init_args.backbone_specs.0.init_args.weights"]
+    weights.write_bytes(b"other weights")
+    assert _data_deps(tv, fp) != first
 
 
 def test_an_image_added_to_or_changed_in_a_class_folder_changes_the_key(tmp_path):

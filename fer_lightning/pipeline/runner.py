@@ -97,14 +97,29 @@ class _Fingerprints:
         return digest
 
 
+def _model_files(cfg, key: str = "model"):
+    """``(dotted key, path)`` of every string in a model config that names a file, such as a
+    backbone's local ``weights: imagenet.pth``, however deep in the nesting."""
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            yield from _model_files(v, f"{key}.{k}")
+    elif isinstance(cfg, list):
+        for i, v in enumerate(cfg):
+            yield from _model_files(v, f"{key}.{i}")
+    elif isinstance(cfg, str) and cfg and Path(cfg).is_file():
+        yield key, cfg
+
+
 def _data_deps(stage: Stage, fingerprints: _Fingerprints) -> dict:
-    """Paths named in the data module's init_args, and the config keys the stage's kind declares
-    as files (``FILE_PARAMS``, e.g. evaluate's ``data``): their content is an input of the stage."""
+    """Paths named in the data module's init_args, the config keys the stage's kind declares
+    as files (``FILE_PARAMS``, e.g. evaluate's ``data``) and files the model config names (local
+    weights): their content is an input of the stage."""
     from stages import KINDS
 
     data = stage.config.get("data")
     args = dict((data.get("init_args") or {}) if isinstance(data, dict) else {})
     args.update({k: stage.config.get(k) for k in getattr(KINDS[stage.kind], "FILE_PARAMS", ())})
+    args.update(_model_files(stage.config.get("model")))
     deps = {}
     for k, v in sorted(args.items()):
         if isinstance(v, str) and v and Path(v).exists():

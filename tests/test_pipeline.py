@@ -357,24 +357,26 @@ def test_files_a_stage_kind_declares_are_part_of_its_key(tmp_path):
 
     csv, votes = tmp_path / "fer.csv", tmp_path / "votes.csv"
     csv.write_text("a"), votes.write_text("b")
-    fp = _Fingerprints(tmp_path / "fp.json")
+    def fp():  # each run reads the fingerprints file anew (within one run a file is stamped once)
+        return _Fingerprints(tmp_path / "fp.json")
+
     ev = Stage("ev", "evaluate", {"data": str(csv), "ferplus": str(votes), "split": "test"})
-    before = _data_deps(ev, fp)
+    before = _data_deps(ev, fp())
     assert sorted(before) == ["data", "ferplus"]
     votes.write_text("changed")
-    assert _data_deps(ev, fp)["ferplus"] != before["ferplus"] and _data_deps(ev, fp)["data"] == before["data"]
+    assert _data_deps(ev, fp())["ferplus"] != before["ferplus"] and _data_deps(ev, fp())["data"] == before["data"]
     tr = Stage("tr", "train", {"data": {"class_path": "x", "init_args": {"csv_path": str(csv), "batch_size": 8}}})
-    assert _data_deps(tr, fp) == {"csv_path": before["data"]}
+    assert _data_deps(tr, fp()) == {"csv_path": before["data"]}
     # a backbone's local weights file, however deeply nested, is an input too
     weights = tmp_path / "imagenet.pth"
     weights.write_bytes(b"w1")
     net = {"class_path": "FusionNet", "init_args": {"backbone_specs": [
         {"class_path": "TorchvisionNet", "init_args": {"arch": "mobilenet_v2", "weights": str(weights)}}]}}
     tv = Stage("tv", "train", {"model": {"net": net, "optimizer": {"class_path": "torch.optim.Adam"}}})
-    first = _data_deps(tv, fp)
+    first = _data_deps(tv, fp())
     assert list(first) == ["model.net.init_args.backbone_specs.0.init_args.weights"]
     weights.write_bytes(b"other weights")
-    assert _data_deps(tv, fp) != first
+    assert _data_deps(tv, fp()) != first
 
 
 def test_an_image_added_to_or_changed_in_a_class_folder_changes_the_key(tmp_path):
@@ -387,19 +389,25 @@ def test_an_image_added_to_or_changed_in_a_class_folder_changes_the_key(tmp_path
 
     (tmp_path / "faces/happy/subject1").mkdir(parents=True)
     (tmp_path / "faces/happy/0.png").write_bytes(b"one")
-    fp = _Fingerprints(tmp_path / "fp.json")
+    def fp():  # each run reads the fingerprints file anew
+        return _Fingerprints(tmp_path / "fp.json")
+
     tr = Stage("tr", "train", {"data": {"class_path": "x", "init_args": {"train_root": str(tmp_path / "faces")}}})
-    keys = [_data_deps(tr, fp)]
+    keys = [_data_deps(tr, fp())]
     (tmp_path / "faces/happy/1.png").write_bytes(b"two")
-    keys.append(_data_deps(tr, fp))
+    keys.append(_data_deps(tr, fp()))
     (tmp_path / "faces/happy/subject1/2.png").write_bytes(b"three")
-    keys.append(_data_deps(tr, fp))
+    keys.append(_data_deps(tr, fp()))
     mtime = os.stat(tmp_path / "faces/happy/0.png").st_mtime_ns
     (tmp_path / "faces/happy/0.png").write_bytes(b"ONE")        # same size, same name
     os.utime(tmp_path / "faces/happy/0.png", ns=(mtime + 10**9, mtime + 10**9))
-    keys.append(_data_deps(tr, fp))
+    keys.append(_data_deps(tr, fp()))
     assert len({k["train_root"] for k in keys}) == 4
-    assert _Fingerprints(tmp_path / "fp.json").of((tmp_path / "faces").resolve()) == keys[-1]["train_root"]
+    # within one run the folder is stamped once: a change during the run shows in the next one
+    run = fp()
+    assert _data_deps(tr, run) == keys[-1]
+    (tmp_path / "faces/happy/3.png").write_bytes(b"four")
+    assert _data_deps(tr, run) == keys[-1] and _data_deps(tr, fp()) != keys[-1]
 
 
 def test_data_option_picks_the_data_module_from_the_path(tmp_path):

@@ -76,8 +76,8 @@ def _stamp(p: Path):
 
 class _Fingerprints:
     """Content hashes of data files and folders named in configs, re-hashed only when their
-    ``_stamp`` changes, and stamped once per run (a folder of 35,000 faces takes ~0.6 s to stamp,
-    and every stage that reads it asks)."""
+    ``_stamp`` changes, and stamped once per run (the 7,178 files of FER2013's test images take
+    0.12 s to stamp here, and every stage that reads a folder asks)."""
 
     def __init__(self, path: Path, write: bool = True):
         self.path, self.write = path, write  # a plan (dry run) reads the cache, writes nothing

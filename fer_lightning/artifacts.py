@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -75,23 +76,44 @@ def atomic_save_npz(path, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+# what reading a damaged .npz raises: BadZipFile (not an OSError), zlib.error, EOFError, or numpy's
+# ValueError for a header or a file that is not an archive
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def _unreadable_npz(path, e: Exception) -> UserError:
+    if not Path(path).is_file():
+        return UserError(f"{path}: file not found")
+    return UserError(f"{path}: not a readable .npz file (cut short, or another format?): {e.__class__.__name__}")
+
+
 def load_npz(path) -> dict:
     """All arrays of an ``.npz`` file, loaded (the file is closed on return); float16 arrays (the
-    probabilities kept in the repository by ``bench/keep_probs.py``) come back as float32."""
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}  # each z[k] reads the array from the file again
+    probabilities kept in the repository by ``bench/keep_probs.py``) come back as float32. A file
+    that is missing or not a whole ``.npz`` is a one-line error naming it."""
+    try:
+        z = np.load(path)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a single .npy array
+            raise ValueError("one array, not an archive")
+        with z:
+            arrays = {k: z[k] for k in z.files}  # each z[k] reads the array from the file again
+    except _NPZ_ERRORS as e:
+        raise _unreadable_npz(path, e) from None
     return {k: a.astype(np.float32) if a.dtype == np.float16 else a for k, a in arrays.items()}
 
 
 def npz_array_shape(path, key: str) -> tuple[int, ...] | None:
     """The shape of array ``key`` of an ``.npz`` file, read from its header alone (None if absent)."""
-    with zipfile.ZipFile(path) as z:
-        if f"{key}.npy" not in z.namelist():
-            return None
-        with z.open(f"{key}.npy") as f:
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
-            return read_header(f)[0]
+    try:
+        with zipfile.ZipFile(path) as z:
+            if f"{key}.npy" not in z.namelist():
+                return None
+            with z.open(f"{key}.npy") as f:
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
+                return read_header(f)[0]
+    except _NPZ_ERRORS as e:
+        raise _unreadable_npz(path, e) from None
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:

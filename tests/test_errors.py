@@ -76,10 +76,31 @@ def test_a_train_stage_takes_only_a_teacher_input_and_only_a_readable_one(tiny_p
     teacher.write_bytes(b"not an npz file")
     with pytest.raises(UserError, match=r"stages.cnn2.inputs: a train stage takes only \{teacher: <stage>.probs\}"):
         _run(tiny_pipeline, tmp_path / "a", [f"stages.cnn2.inputs={{features: {teacher}}}"], only=["cnn2"])
-    with pytest.raises(UserError, match=r"^data.teacher_probs: .*probs.npz is not an .npz file"):
+    with pytest.raises(UserError, match=r"^data.teacher_probs: .*probs.npz: not a readable .npz file"):
         _run(tiny_pipeline, tmp_path / "b", [f"stages.cnn2.inputs={{teacher: {teacher}}}"], only=["cnn2"])
     assert not (tmp_path / "b" / "cnn2" / "manifest.json").exists()
-    assert not (tmp_path / "b" / "cnn2" / "manifest.json").exists()
+
+
+def test_a_damaged_npz_input_is_a_one_line_error(tmp_path):
+    """A probabilities or features file cut short (a copy that did not finish) raised zipfile's
+    BadZipFile from inside score fusion, probes and distillation."""
+    import numpy as np
+
+    from fer_lightning.artifacts import atomic_save_npz, load_npz, npz_array_shape
+
+    whole = tmp_path / "probs.npz"
+    atomic_save_npz(whole, test_probs=np.full((50, 7), 1 / 7, np.float32), test_labels=np.arange(50) % 7)
+    assert load_npz(whole)["test_probs"].shape == (50, 7) and npz_array_shape(whole, "test_probs") == (50, 7)
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(whole.read_bytes()[:1000])
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    for bad in (cut, tmp_path / "one.npy"):
+        with pytest.raises(UserError, match=rf"^{bad}: not a readable .npz file \(cut short, or another format\?\)"):
+            load_npz(bad)
+    with pytest.raises(UserError, match=rf"^{cut}: not a readable .npz file"):
+        npz_array_shape(cut, "test_probs")
+    with pytest.raises(UserError, match=r"missing.npz: file not found$"):
+        load_npz(tmp_path / "missing.npz")
 
 
 def test_a_bad_data_file_fails_once_before_any_stage_starts(tiny_pipeline, tmp_path):

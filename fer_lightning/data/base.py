@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer_lightning import CLASS_NAMES, MEAN, STD
+from fer_lightning.artifacts import load_npz
 from fer_lightning.data.augment import BatchAugment
 from fer_lightning.errors import UserError
 
@@ -219,15 +220,14 @@ def read_teacher(path, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if not path.is_file():
         raise UserError(f"data.teacher_probs: {path} not found (a stage's probs.npz)")
     try:
-        f = np.load(path)
-    except (OSError, ValueError):  # not an .npz (BadZipFile is an OSError)
-        raise UserError(f"data.teacher_probs: {path} is not an .npz file (a stage's probs.npz)") from None
-    with f:
-        key = next((k for k in ("train_probs", "mean_train_probs") if k in f), None)
-        if key is None or "train_labels" not in f:
-            raise UserError(f"data.teacher_probs: {path} has no training-split scores (train_probs or "
-                            f"mean_train_probs, and train_labels): pass a train or score_fusion stage's probs.npz")
-        probs, teacher_labels = f[key], f["train_labels"]
+        f = load_npz(path)
+    except UserError as e:
+        raise UserError(f"data.teacher_probs: {e} (a stage's probs.npz)") from None
+    key = next((k for k in ("train_probs", "mean_train_probs") if k in f), None)
+    if key is None or "train_labels" not in f:
+        raise UserError(f"data.teacher_probs: {path} has no training-split scores (train_probs or "
+                        f"mean_train_probs, and train_labels): pass a train or score_fusion stage's probs.npz")
+    probs, teacher_labels = f[key], f["train_labels"]
     if probs.ndim != 2 or probs.shape[1] != num_classes:
         raise UserError(f"data.teacher_probs: {path}: {key} has shape {probs.shape}, "
                         f"expected (rows, {num_classes})")

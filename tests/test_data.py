@@ -185,6 +185,21 @@ def test_image_folder_reads_synonyms_and_rejects_bad_input(tmp_path, capsys):
         ImageFolderDataModule(str(tmp_path / "ok")).setup()
 
 
+def test_a_16_bit_image_reads_as_its_8_bit_self(tmp_path):
+    """Pillow's convert("L") clips 16-bit grey at 255: a 16-bit PNG face came out nearly white."""
+    import cv2
+    from PIL import Image
+
+    from fer_lightning.data.folder import load_grey
+
+    face = RNG.integers(0, 256, (48, 48)).astype(np.uint16)
+    Image.fromarray(face * 257).save(tmp_path / "16bit.png")      # 0..255 spread over 0..65535
+    assert Image.open(tmp_path / "16bit.png").mode.startswith("I")
+    grey = load_grey(tmp_path / "16bit.png", 48)
+    np.testing.assert_array_equal(grey, face)
+    np.testing.assert_array_equal(grey, cv2.imread(str(tmp_path / "16bit.png"), cv2.IMREAD_GRAYSCALE))
+
+
 def test_jaffe_file_names(tmp_path):
     from PIL import Image
 

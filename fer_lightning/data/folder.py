@@ -36,12 +36,20 @@ def class_index(folder_name: str) -> int | None:
     return None if name is None else CLASS_NAMES.index(name)
 
 
+def to_grey(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit grey. Pillow's ``convert("L")`` clips 16-bit values at 255, which turns a
+    16-bit PNG nearly white; those keep their top 8 bits, as OpenCV (and so ``predict``) reads them."""
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(im).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
+    return im.convert("L")
+
+
 def load_grey(f: Path, image_size: int, face_crop: bool = False, no_face: list | None = None) -> np.ndarray:
     """One image file as grey uint8 ``image_size``². With ``face_crop``, cut to its largest face
     first; an image where no face is found is used whole and its path appended to ``no_face``."""
     try:
         with Image.open(f) as im:
-            grey = im.convert("L")
+            grey = to_grey(im)
             if face_crop:
                 from fer_lightning.photos import largest_face
 

@@ -200,6 +200,21 @@ def test_a_16_bit_image_reads_as_its_8_bit_self(tmp_path):
     np.testing.assert_array_equal(grey, cv2.imread(str(tmp_path / "16bit.png"), cv2.IMREAD_GRAYSCALE))
 
 
+def test_a_photo_with_exif_orientation_is_read_upright_as_predict_reads_it(tmp_path):
+    import cv2
+    from PIL import Image
+
+    from fer_lightning.data.folder import load_grey
+
+    exif = Image.new("L", (1, 1)).getexif()
+    exif[0x0112] = 6                                    # a phone's "rotate 90° clockwise to view"
+    Image.fromarray(RNG.integers(0, 256, (48, 48), dtype=np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    upright = cv2.imread(str(tmp_path / "phone.jpg"), cv2.IMREAD_GRAYSCALE).astype(int)  # OpenCV turns it
+    grey = load_grey(tmp_path / "phone.jpg", 48).astype(int)
+    assert np.abs(grey - upright).max() <= 2          # the two libjpeg decoders round a little apart
+    assert np.abs(grey - np.rot90(upright)).mean() > 30   # read as stored: another picture
+
+
 def test_jaffe_file_names(tmp_path):
     from PIL import Image
 

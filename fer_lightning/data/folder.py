@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fer_lightning import CLASS_NAMES
 from fer_lightning.data.augment import BatchAugment
@@ -49,7 +49,8 @@ def load_grey(f: Path, image_size: int, face_crop: bool = False, no_face: list |
     first; an image where no face is found is used whole and its path appended to ``no_face``."""
     try:
         with Image.open(f) as im:
-            grey = to_grey(im)
+            # a phone photo's EXIF orientation turned upright, as OpenCV (predict) turns it
+            grey = to_grey(ImageOps.exif_transpose(im))
             if face_crop:
                 from fer_lightning.photos import largest_face
 

@@ -410,6 +410,16 @@ def test_an_image_added_to_or_changed_in_a_class_folder_changes_the_key(tmp_path
     assert _data_deps(tr, run) == keys[-1] and _data_deps(tr, fp()) != keys[-1]
 
 
+@pytest.mark.parametrize("manifest", ['[]', '"text"', '{"key": "k"}', '{"key": "k", "outputs": {"probs": {"path": 3}}}',
+                                      '{"key": "k", "outputs": []}'])
+def test_a_damaged_manifest_means_not_finished(tmp_path, manifest):
+    """A manifest edited by hand or written by something else: the stage re-runs, no traceback."""
+    from fer_lightning.pipeline.runner import _check_done
+
+    (tmp_path / "manifest.json").write_text(manifest)
+    assert _check_done(tmp_path, "k") == (False, "no finished run")
+
+
 def test_data_option_picks_the_data_module_from_the_path(tmp_path):
     from fer_lightning.pipeline.spec import data_spec_for
 

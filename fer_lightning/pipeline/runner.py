@@ -162,10 +162,18 @@ def _substitute(inputs, refs: dict):
 
 
 def _read_manifest(stage_dir: Path) -> dict | None:
+    """A stage's manifest, or ``None`` when it is missing or damaged (edited by hand, written by
+    something else): either way the stage counts as not finished."""
     try:
-        return json.loads((stage_dir / "manifest.json").read_text())
+        m = json.loads((stage_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
+    outputs = m.get("outputs") if isinstance(m, dict) else None
+    if not isinstance(outputs, dict) or not all(
+            isinstance(o, dict) and isinstance(o.get("path"), str) and isinstance(o.get("sha256"), str)
+            and isinstance(o.get("bytes"), int) for o in outputs.values()):
+        return None
+    return m
 
 
 def _check_done(stage_dir: Path, key: str) -> tuple[bool, str]:

@@ -420,6 +420,17 @@ def test_a_damaged_manifest_means_not_finished(tmp_path, manifest):
     assert _check_done(tmp_path, "k") == (False, "no finished run")
 
 
+@pytest.mark.parametrize("cache", ['[]', '{"PATH": 3}', '{"PATH": [[1, 2]]}', '{"PATH": [1, 2]}'])
+def test_a_damaged_fingerprint_cache_is_recomputed(tmp_path, cache):
+    from fer_lightning.artifacts import fingerprint_path
+    from fer_lightning.pipeline.runner import _Fingerprints
+
+    data = tmp_path / "fer.csv"
+    data.write_text("emotion,pixels,Usage\n")
+    (tmp_path / "fp.json").write_text(cache.replace("PATH", str(data)))
+    assert _Fingerprints(tmp_path / "fp.json").of(data) == fingerprint_path(data)
+
+
 def test_data_option_picks_the_data_module_from_the_path(tmp_path):
     from fer_lightning.pipeline.spec import data_spec_for
 

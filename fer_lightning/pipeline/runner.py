@@ -85,6 +85,8 @@ class _Fingerprints:
             self.cache = json.loads(path.read_text())
         except (OSError, ValueError):
             self.cache = {}
+        if not isinstance(self.cache, dict):  # damaged: hashes are recomputed, nothing is lost
+            self.cache = {}
         self.this_run = {}
 
     def of(self, p: Path) -> str:
@@ -95,7 +97,7 @@ class _Fingerprints:
     def _digest(self, p: Path) -> str:
         stamp = _stamp(p)
         hit = self.cache.get(str(p))
-        if hit and hit[0] == stamp:
+        if isinstance(hit, list) and len(hit) == 2 and hit[0] == stamp and isinstance(hit[1], str):
             return hit[1]
         digest = fingerprint_path(p)
         self.cache[str(p)] = [stamp, digest]

@@ -102,6 +102,19 @@ def load_npz(path) -> dict:
     return {k: a.astype(np.float32) if a.dtype == np.float16 else a for k, a in arrays.items()}
 
 
+def load_json_object(path) -> dict:
+    """A JSON file holding an object (a stage's ``metrics.json``), or a one-line error naming it."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not a readable JSON file (cut short?): {e}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object (a stage's metrics.json), found {type(obj).__name__}")
+    return obj
+
+
 def npz_array_shape(path, key: str) -> tuple[int, ...] | None:
     """The shape of array ``key`` of an ``.npz`` file, read from its header alone (None if absent)."""
     try:

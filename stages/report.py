@@ -15,11 +15,8 @@ Params:
           per-class accuracy (recall, from the confusion matrix) on the first split.
 """
 
-import json
-from pathlib import Path
-
 from fer_lightning import CLASS_NAMES
-from fer_lightning.artifacts import atomic_write_json, atomic_write_text
+from fer_lightning.artifacts import atomic_write_json, atomic_write_text, load_json_object
 from fer_lightning.errors import UserError
 from fer_lightning.plots import plot_confusion
 from fer_lightning.tracking import log_stage
@@ -171,8 +168,8 @@ def check(name: str, config: dict, inputs) -> None:
 
 def run(ctx):
     check(ctx.name, ctx.config, ctx.inputs)
-    metrics = {name: aggregate([json.loads(Path(q).read_text()) for q in p]) if isinstance(p, list)
-               else json.loads(Path(p).read_text()) for name, p in ctx.inputs.items()}
+    metrics = {name: aggregate([load_json_object(q) for q in p]) if isinstance(p, list)
+               else load_json_object(p) for name, p in ctx.inputs.items()}
     splits = ctx.config.get("splits", ["test"])
     tables = build_tables(metrics, ctx.config.get("tables", []), splits, ctx.name)
     title = ctx.config.get("title", f"{ctx.pipeline} report")

@@ -103,6 +103,28 @@ def test_a_damaged_npz_input_is_a_one_line_error(tmp_path):
         load_npz(tmp_path / "missing.npz")
 
 
+def test_a_damaged_metrics_input_of_a_report_is_a_one_line_error(tmp_path):
+    from fer_lightning.artifacts import load_json_object
+
+    (tmp_path / "cut.json").write_text('{"private_test": {"acc": 0.6')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match=r"cut.json: not a readable JSON file \(cut short\?\)"):
+        load_json_object(tmp_path / "cut.json")
+    with pytest.raises(UserError, match=r"list.json: expected a JSON object .* found list"):
+        load_json_object(tmp_path / "list.json")
+    # through the pipeline: the kept-networks report with one metrics file damaged
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "fer_lightning", "pipeline", "run", "configs/pipelines/fer2013_kept.yaml",
+                        "--out", str(tmp_path / "out"), "--set", f"stages.report.inputs.wide_vgg_adam={tmp_path / 'cut.json'}"],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "FER_WANDB": "off"})
+    assert r.returncode == 2 and "cut.json: not a readable JSON file" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "report" / "manifest.json").exists()
+
+
 def test_a_bad_data_file_fails_once_before_any_stage_starts(tiny_pipeline, tmp_path):
     """The runner reads each data file or folder once before the stages start (they then load
     FER2013's parsed cache): a bad row, a misaligned FER+ file, a missing split or a bad class

@@ -15,6 +15,7 @@ import json
 import shutil
 import sys
 from argparse import ArgumentError
+from pathlib import Path
 
 import yaml
 
@@ -76,7 +77,11 @@ def parse_config(name: str, cfg: dict, build: bool = False, logger=None):
     module and trainer built too. An invalid config is a one-line UserError naming the stage and key."""
     from fer_lightning.train_cli import FERLightningCLI, ParseOnlyCLI
 
-    _check_gpus(name, cfg.get("trainer") or {})
+    trainer = cfg.get("trainer") or {}
+    for key in ("max_epochs", "max_steps"):
+        if trainer.get(key) == 0:
+            raise UserError(f"stages.{name}.trainer.{key}: 0 trains nothing; a training stage needs at least one epoch")
+    _check_gpus(name, trainer)
     cls, kwargs = (FERLightningCLI, {"logger": logger}) if build else (ParseOnlyCLI, {})
     argv, sys.argv = sys.argv, sys.argv[:1]  # the config comes from `args`, not the command line
     try:
@@ -158,6 +163,9 @@ def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
         torch.distributed.destroy_process_group()
 
     best = trainer.checkpoint_callback.best_model_path or str(last)
+    if not Path(best).is_file():  # the fit ran no epoch to its end
+        raise UserError(f"stages.{ctx.name}: no epoch of training ran to its end, so there is no model "
+                        f"(see trainer.max_epochs, max_steps, max_time, limit_train_batches)")
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     model.load_state_dict(ckpt["state_dict"])
     slim = {k: ckpt[k] for k in ("state_dict", "hyper_parameters", "epoch", "global_step",

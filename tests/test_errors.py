@@ -40,6 +40,20 @@ def test_an_invalid_downstream_config_fails_before_any_stage_trains(tiny_pipelin
         run_pipeline(load_pipeline(tiny_pipeline, sets=sets), tmp_path, dry_run=True, log=lambda *_: None)
 
 
+def test_a_training_that_cannot_train_is_one_line(tiny_pipeline, tmp_path):
+    # zero epochs: before any stage; no batch per epoch: when the stage finds no checkpoint
+    with pytest.raises(UserError, match=r"^stages.cnn\d.trainer.max_epochs: 0 trains nothing"):
+        _run(tiny_pipeline, tmp_path / "a", ["trainer.max_epochs=0"])
+    assert not (tmp_path / "a" / "cnn1").exists()
+    with pytest.raises(UserError, match=r"^stages.cnn2: no epoch of training ran to its end, so there is no model"):
+        _run(tiny_pipeline, tmp_path / "b", ["trainer.limit_train_batches=0"], only=["cnn2"])
+    assert not (tmp_path / "b" / "cnn2" / "manifest.json").exists()
+    for bad in ("0", "-3"):  # a batch size below 1: before any stage
+        with pytest.raises(UserError, match=rf"^data.batch_size: {bad}: expected a whole number of 1 or more"):
+            _run(tiny_pipeline, tmp_path / "c", [f"data.init_args.batch_size={bad}"])
+    assert not (tmp_path / "c" / "cnn1").exists()
+
+
 def test_a_gpu_trainer_on_a_machine_without_enough_gpus_fails_before_any_stage_trains(tiny_pipeline, tmp_path):
     import torch
 

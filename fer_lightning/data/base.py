@@ -110,6 +110,9 @@ class TensorDataModule(L.LightningDataModule):
                  augment: BatchAugment | None = None, seed: int = 0, teacher_probs: str | None = None,
                  teacher_weight: float = 0.5):
         super().__init__()
+        for key, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(size, int) or size < 1:
+                raise UserError(f"data.{key}: {size}: expected a whole number of 1 or more")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.augment = augment

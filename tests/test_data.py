@@ -215,6 +215,20 @@ def test_a_photo_with_exif_orientation_is_read_upright_as_predict_reads_it(tmp_p
     assert np.abs(grey - np.rot90(upright)).mean() > 30   # read as stored: another picture
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: ImageFolderDataModule("faces", val_fraction=1.5), "data.val_fraction: 1.5 must lie strictly between"),
+    (lambda: ImageFolderDataModule("faces", test_fraction=-0.2), "data.test_fraction: -0.2 must lie strictly"),
+    (lambda: ImageFolderDataModule("faces", image_size=0), "data.image_size: 0: expected a whole number of 1"),
+    (lambda: FER2013DataModule("f.csv", val_fraction=0), "data.val_fraction: 0 must lie strictly between"),
+    (lambda: SyntheticFacesDataModule(eval_batch_size=0), "data.eval_batch_size: 0: expected a whole number"),
+])
+def test_data_options_out_of_range_are_one_line(make, message):
+    """They used to fail later: an empty split, or PIL's 'height and width must be > 0'."""
+    with pytest.raises(UserError) as e:
+        make()
+    assert str(e.value).startswith(message)
+
+
 def test_jaffe_file_names(tmp_path):
     from PIL import Image
 

@@ -110,9 +110,8 @@ class TensorDataModule(L.LightningDataModule):
                  augment: BatchAugment | None = None, seed: int = 0, teacher_probs: str | None = None,
                  teacher_weight: float = 0.5):
         super().__init__()
-        for key, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if not isinstance(size, int) or size < 1:
-                raise UserError(f"data.{key}: {size}: expected a whole number of 1 or more")
+        check_count("batch_size", batch_size)
+        check_count("eval_batch_size", eval_batch_size)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.augment = augment
@@ -238,6 +237,18 @@ def read_teacher(path, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         raise UserError(f"data.teacher_probs: {path}: its training split ({len(teacher_labels)} rows) is not this "
                         f"one ({len(labels)} rows, or other labels): train the teacher with the same data settings")
     return torch.from_numpy(probs).float()
+
+
+def check_count(key: str, value) -> None:
+    """A data module's size option (batch size, image side): a whole number of 1 or more."""
+    if not isinstance(value, int) or value < 1:
+        raise UserError(f"data.{key}: {value}: expected a whole number of 1 or more")
+
+
+def check_share(key: str, value) -> None:
+    """A data module's held-out share (validation, test): strictly between 0 and 1."""
+    if not 0.0 < value < 1.0:
+        raise UserError(f"data.{key}: {value} must lie strictly between 0 and 1")
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from fer_lightning.artifacts import atomic_write_bytes, sha256_file
 from fer_lightning.data.augment import BatchAugment
-from fer_lightning.data.base import TensorDataModule, stratified_split
+from fer_lightning.data.base import TensorDataModule, check_share, stratified_split
 from fer_lightning.errors import UserError
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
@@ -206,8 +206,7 @@ class FER2013DataModule(TensorDataModule):
                          seed=seed, teacher_probs=teacher_probs, teacher_weight=teacher_weight)
         if val_split not in ("holdout", "PublicTest"):
             raise UserError(f"data.val_split: '{val_split}' is not one of holdout, PublicTest")
-        if not 0.0 < val_fraction < 1.0:
-            raise UserError(f"data.val_fraction: {val_fraction} must lie strictly between 0 and 1")
+        check_share("val_fraction", val_fraction)
         self.csv_path, self.val_split, self.val_fraction = csv_path, val_split, val_fraction
         self.cache_dir = cache_dir
         self.ferplus_csv = ferplus_csv

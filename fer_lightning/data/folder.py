@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fer_lightning import CLASS_NAMES
 from fer_lightning.data.augment import BatchAugment
-from fer_lightning.data.base import TensorDataModule, stratified_split
+from fer_lightning.data.base import TensorDataModule, check_count, check_share, stratified_split
 from fer_lightning.errors import UserError
 from fer_lightning.photos import IMAGE_SUFFIXES, images_under
 
@@ -131,6 +131,10 @@ class ImageFolderDataModule(TensorDataModule):
                 raise UserError(f"data.fractions: {fractions}: expected three positive shares summing to 1 "
                                 f"(train, val, test), and no test_root")
             test_fraction, val_fraction = fractions[2], fractions[1] / (fractions[0] + fractions[1])
+        check_share("val_fraction", val_fraction)
+        check_count("image_size", image_size)
+        if not test_root:
+            check_share("test_fraction", test_fraction)
         self.train_root, self.test_root = train_root, test_root
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.image_size, self.face_crop = image_size, face_crop

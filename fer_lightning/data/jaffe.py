@@ -18,7 +18,7 @@ import torch
 
 from fer_lightning import CLASS_NAMES
 from fer_lightning.data.augment import BatchAugment
-from fer_lightning.data.base import TensorDataModule, stratified_split
+from fer_lightning.data.base import TensorDataModule, check_count, check_share, stratified_split
 from fer_lightning.data.folder import load_grey, warn_no_face
 from fer_lightning.errors import UserError
 
@@ -90,6 +90,8 @@ class JAFFEDataModule(TensorDataModule):
                          seed=seed, teacher_probs=teacher_probs, teacher_weight=teacher_weight)
         if split not in ("paper", "loso"):
             raise UserError(f"data.split: '{split}' is not one of paper, loso")
+        check_share("val_fraction", val_fraction)
+        check_count("image_size", image_size)
         self.root, self.split_mode, self.fold = root, split, fold
         self.val_fraction, self.image_size, self.face_crop = val_fraction, image_size, face_crop
 

@@ -16,7 +16,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from fer_lightning.data.augment import BatchAugment
-from fer_lightning.data.base import TensorDataModule, resize_uint8
+from fer_lightning.data.base import TensorDataModule, check_count, resize_uint8
 
 # Shape parameters per class, in CLASS_NAMES order (angry, disgust, fear, happy, sad, surprise,
 # neutral): brow_raise (negative = up), brow_tilt (positive = inner ends down), eye_open,
@@ -133,6 +133,7 @@ class SyntheticFacesDataModule(TensorDataModule):
                  teacher_weight: float = 0.5):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, augment=augment,
                          seed=seed, teacher_probs=teacher_probs, teacher_weight=teacher_weight)
+        check_count("image_size", image_size)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
 

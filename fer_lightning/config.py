@@ -94,8 +94,8 @@ def import_object(class_path: str):
         raise UserError(f"class_path '{class_path}' cannot be imported")
 
 
-def instantiate(spec: dict, key: str):
-    """Build ``class_path(**init_args)``; ``key`` names the config entry in errors."""
+def instantiate(spec: dict, key: str, *args):
+    """Build ``class_path(*args, **init_args)``; ``key`` names the config entry in errors."""
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise UserError(f"{key}: expected a mapping with class_path (and init_args)")
     try:
@@ -103,6 +103,6 @@ def instantiate(spec: dict, key: str):
     except UserError as e:
         raise UserError(f"{key}: {e}") from None
     try:
-        return cls(**(spec.get("init_args") or {}))
-    except TypeError as e:
-        raise UserError(f"{key}: {e}")
+        return cls(*args, **(spec.get("init_args") or {}))
+    except (TypeError, ValueError) as e:  # an argument the class does not take, or a value it refuses
+        raise UserError(f"{key}: {e}") from None

@@ -39,8 +39,15 @@ def run(ctx):
 
 def check(name: str, config: dict, inputs) -> None:
     """Parse the stage's config as its training will (the runner calls this for every stage about to
-    run, before the first one starts: a wrong key or class fails at once, not hours later)."""
+    run, before the first one starts: a wrong key or class fails at once, not hours later), and
+    make its optimiser on a stand-in parameter, so that a value torch refuses (a negative learning
+    rate, say) fails here too rather than when the stage's fit starts."""
     parse_config(name, _with_teacher(name, config, inputs))
+    optimizer = (config.get("model") or {}).get("optimizer")
+    if isinstance(optimizer, dict) and "class_path" in optimizer:
+        import torch
+
+        instantiate(optimizer, f"stages.{name}.model.optimizer", [torch.nn.Parameter(torch.zeros(1))])
 
 
 def prepare_data(name: str, config: dict, seen: set) -> None:

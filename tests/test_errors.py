@@ -48,6 +48,10 @@ def test_a_training_that_cannot_train_is_one_line(tiny_pipeline, tmp_path):
     with pytest.raises(UserError, match=r"^stages.cnn2: no epoch of training ran to its end, so there is no model"):
         _run(tiny_pipeline, tmp_path / "b", ["trainer.limit_train_batches=0"], only=["cnn2"])
     assert not (tmp_path / "b" / "cnn2" / "manifest.json").exists()
+    # an optimiser value torch refuses: before any stage, not when cnn2's fit starts
+    with pytest.raises(UserError, match=r"^stages.cnn2.model.optimizer: Invalid learning rate: -1"):
+        _run(tiny_pipeline, tmp_path / "d", ["stages.cnn2.params.model.optimizer.init_args.lr=-1"])
+    assert not (tmp_path / "d" / "cnn1").exists()
     for bad in ("0", "-3"):  # a batch size below 1: before any stage
         with pytest.raises(UserError, match=rf"^data.batch_size: {bad}: expected a whole number of 1 or more"):
             _run(tiny_pipeline, tmp_path / "c", [f"data.init_args.batch_size={bad}"])

@@ -22,7 +22,27 @@ SHARED = ("seed", "data")
 prepare_data = train.prepare_data
 
 
+def check(name: str, config: dict, inputs) -> None:
+    """Describe one blank face of the data's size with the stage's settings, before any stage
+    runs: a misspelt or refused HOG/LBP setting (``orientation: 9``, cells larger than the face)
+    fails at once, not after the CNNs have trained."""
+    import numpy as np
+
+    from fer_lightning.handcrafted import hog_lbp
+
+    size = ((config.get("data") or {}).get("init_args") or {}).get("image_size", 48)
+    try:
+        hog_lbp(np.zeros((1, size, size), np.uint8), config.get("hog", {}), config.get("lbp", {}))
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserError(f"stages.{name}.params: hog/lbp settings: {e}") from None
+    pca = config.get("pca", 0.95)
+    if pca is not None and (isinstance(pca, bool) or not isinstance(pca, (int, float)) or pca <= 0):
+        raise UserError(f"stages.{name}.params.pca: {pca!r}: expected a share of variance in (0, 1), a number "
+                        f"of components, or null")
+
+
 def run(ctx):
+    check(ctx.name, ctx.config, ctx.inputs)
     import numpy as np
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler

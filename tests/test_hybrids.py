@@ -96,6 +96,24 @@ def test_hog_lbp_dimensions_match_the_paper_settings():
     assert np.allclose(lbp.sum(1), 1.0)  # one normalised histogram
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"hog": {"orientation": 9}}, "hog/lbp settings: hog() got an unexpected keyword argument 'orientation'"),
+    ({"hog": {"pixels_per_cell": [64, 64]}}, "hog/lbp settings: "),        # cells larger than the face
+    ({"lbp": {"grid": 0}}, "hog/lbp settings: "),
+    ({"hog": None, "lbp": None}, "hog/lbp settings: hog_lbp: ask for hog, lbp or both"),
+    ({"pca": "all"}, ".pca: 'all': expected a share of variance"),
+])
+def test_handcrafted_settings_are_checked_before_any_stage(params, message):
+    """They failed inside the stage, after the CNNs before it had trained (skimage's TypeError)."""
+    from fer_lightning.errors import UserError
+    from stages import handcrafted
+
+    handcrafted.check("hog_lbp", {"data": {"init_args": {"image_size": 48}}}, None)   # the defaults pass
+    with pytest.raises(UserError) as e:
+        handcrafted.check("hog_lbp", {"data": {"init_args": {"image_size": 48}}, **params}, None)
+    assert str(e.value).startswith("stages.hog_lbp.params") and message in str(e.value)
+
+
 def test_features_data_module_checks_that_labels_agree(tmp_path):
     from fer_lightning.artifacts import atomic_save_npz
     from fer_lightning.data import FeaturesDataModule

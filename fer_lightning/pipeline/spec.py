@@ -34,6 +34,7 @@ stage without one becomes the list of every copy's output (a report then shows m
 """
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,8 +181,10 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
         if bad:
             raise UserError(f"{path}: stages.{name}: unknown key(s) {', '.join(sorted(bad))} "
                             f"(allowed: {', '.join(sorted(STAGE_KEYS))})")
-        if "@" in name or "." in name:
-            raise UserError(f"{path}: stages.{name}: a stage name cannot contain '@' or '.'")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            # '@' marks foreach copies, '.' separates a stage from its output, '/' makes a file input,
+            # and the name is a folder of the run
+            raise UserError(f"{path}: stages.{name}: a stage name is letters, digits, '_' and '-' only")
         loops[name] = _foreach(st.get("foreach"), f"{path}: stages.{name}.foreach")
     stages = {}
     for name, st in raw.items():

@@ -142,6 +142,7 @@ def test_a_stage_config_file_given_by_set_is_relative_to_the_working_directory(t
     ("stages.cnn1.kind=transform", "unknown stage kind 'transform'"),
     ("stages={a/b: {kind: report}}", "stages.a/b: a stage name is letters, digits, '_' and '-' only"),
     ("stages={1: {kind: report}}", "stages.1: a stage name is letters, digits"),
+    ("name=../elsewhere", "name: '../elsewhere': a folder name for runs/<name> (no '/', not starting with '.')"),
     ("stages.extra={config: ../models/cnn1.yaml}", "stages.extra.kind: missing (known: evaluate,"),
     ("stages.cnn1.colour=blue", "stages.cnn1: unknown key(s) colour"),
     ("stages.fusion.inputs.backbones=[cnn9.checkpoint]", "names a missing stage 'cnn9'"),

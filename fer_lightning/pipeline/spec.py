@@ -253,7 +253,11 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
                     deps.append(up)
             copy_name = name if key is None else f"{name}@{value}"
             stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps)
-    return Pipeline(doc.get("name") or path.stem, path, _toposort(stages, path), doc.get("jobs"))
+    name = doc.get("name") or path.stem
+    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+        # it names the default output folder, runs/<name>
+        raise UserError(f"{path}: name: {name!r}: a folder name for runs/<name> (no '/', not starting with '.')")
+    return Pipeline(name, path, _toposort(stages, path), doc.get("jobs"))
 
 
 def _checked_seed(value, where: str) -> int:

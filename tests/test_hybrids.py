@@ -3,6 +3,8 @@ feature head, foreach copies, and both pipelines end to end at tiny size."""
 
 import json
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -151,9 +153,10 @@ stages:
     p.write_text(p.read_text().replace("run: [1, 2]", "run: [1, 3]"))
     with pytest.raises(UserError, match="not the same one"):
         load_pipeline(p)
-    p.write_text(p.read_text().replace("run: [1, 3]", "run: [1.5]"))
-    with pytest.raises(UserError, match="must be an integer or a name"):
-        load_pipeline(p)
+    for bad in ("1.5", "a/b", "x@y", "true"):   # each names a copy: <stage>@<value>, a folder and a reference
+        p.write_text(re.sub(r"run: \[[^]]*\]", f"run: [{bad}]", p.read_text()))
+        with pytest.raises(UserError, match="must be an integer or a name of letters, digits"):
+            load_pipeline(p)
 
 
 def test_foreach_over_seeds(tmp_path):

@@ -276,9 +276,10 @@ def _foreach(spec, where: str):
     (key, values), = spec.items()
     if not isinstance(values, list) or not values:
         raise UserError(f"{where}.{key}: expected a non-empty list of values")
-    for v in values:
-        if not isinstance(v, (int, str)) or "." in str(v) or "@" in str(v):
-            raise UserError(f"{where}.{key}: value {v!r} must be an integer or a name without '.' or '@'")
+    for v in values:  # each value names a copy, <stage>@<value>: a folder and a reference
+        if isinstance(v, bool) or not isinstance(v, (int, str)) or not re.fullmatch(r"-?[A-Za-z0-9_-]+", str(v)):
+            raise UserError(f"{where}.{key}: value {v!r} must be an integer or a name of letters, digits, "
+                            f"'_' and '-'")
     return key, values
 
 

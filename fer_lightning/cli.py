@@ -6,6 +6,7 @@
     fer-lightning predict --model model.ckpt [--model ...] photo.jpg|folder ... [--out DIR]
 """
 
+import errno
 import sys
 
 from fer_lightning.errors import UserError
@@ -56,6 +57,13 @@ def main(argv=None):
         return 2
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        # a full disk or a read-only folder while writing outputs (a pipeline's stages say which stage)
+        print(f"error: cannot write {e.filename or 'an output'}: {e.strerror}; free space or fix permissions, "
+              f"then re-run", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; nothing unfinished was marked done
         print("interrupted" + (": finished stages are kept, and the same command resumes the rest"

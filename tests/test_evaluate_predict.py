@@ -147,6 +147,23 @@ def test_evaluate_command_ensemble_with_tta_on_a_fer2013_split(trained, tmp_path
             in bad.stderr and "'synthetic'" not in bad.stderr, bad.stderr
 
 
+def test_a_full_disk_while_evaluate_writes_is_one_line(trained, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import fer_lightning.evaluate
+    from fer_lightning.cli import main
+
+    def full(path, *_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(fer_lightning.evaluate, "atomic_write_json", full)
+    assert main(["evaluate", "--model", str(trained["vgg"]), "--data", str(trained["csv"]),
+                 "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {tmp_path / 'ev' / 'metrics.json'}: No space left on device") \
+        and err.count("\n") == 1
+
+
 def test_predict_on_photos_with_and_without_faces(trained, tmp_path):
     import imageio.v3 as iio
     import skimage.data

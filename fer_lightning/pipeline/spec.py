@@ -277,7 +277,7 @@ def _foreach(spec, where: str):
     if not isinstance(values, list) or not values:
         raise UserError(f"{where}.{key}: expected a non-empty list of values")
     for v in values:  # each value names a copy, <stage>@<value>: a folder and a reference
-        if isinstance(v, bool) or not isinstance(v, (int, str)) or not re.fullmatch(r"-?[A-Za-z0-9_-]+", str(v)):
+        if isinstance(v, bool) or not isinstance(v, (int, str)) or not re.fullmatch(r"[A-Za-z0-9_-]+", str(v)):
             raise UserError(f"{where}.{key}: value {v!r} must be an integer or a name of letters, digits, "
                             f"'_' and '-'")
     return key, values

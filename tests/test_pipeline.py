@@ -336,6 +336,9 @@ def test_kept_networks_fuse_from_the_files_in_the_repository(tmp_path):
     rows = json.loads((tmp_path / "report" / "report.json").read_text())["tables"][0]["rows"]
     assert len(rows) == len(members) + 3
     assert "paper acc" not in (tmp_path / "report" / "report.md").read_text()  # no paper numbers here
+    # --data would be ignored by every stage here: an error, not a run on other data than asked
+    with pytest.raises(UserError, match=r"^--data synthetic: no stage of fer2013_kept.yaml reads the pipeline's data"):
+        load_pipeline(ROOT / "configs" / "pipelines" / "fer2013_kept.yaml", data="synthetic")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "pipelines").glob("*.yaml")), ids=lambda p: p.stem)

@@ -253,6 +253,9 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
                     deps.append(up)
             copy_name = name if key is None else f"{name}@{value}"
             stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps)
+    if data is not None and not any("data" in s.config for s in stages.values()):
+        raise UserError(f"--data {data}: no stage of {path.name} reads the pipeline's data (its inputs are other "
+                        f"runs' files); leave --data out")
     name = doc.get("name") or path.stem
     if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
         # it names the default output folder, runs/<name>

@@ -263,7 +263,12 @@ def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_ru
     from datetime import datetime
 
     par, seq = tmp_path / "par", tmp_path / "seq"
-    assert _ran(_run(tiny_pipeline, par, jobs=2)) == sorted(ALL)
+    said = []
+    assert _ran(run_pipeline(load_pipeline(tiny_pipeline), par, log=said.append, jobs=2)) == sorted(ALL)
+    # each epoch line a stage printed in its own process is relayed under its name (the last always)
+    epochs = load_pipeline(tiny_pipeline).stages["cnn1"].config["trainer"]["max_epochs"]
+    assert any(re.fullmatch(rf" +cnn1 +epoch {epochs}/{epochs}: train loss [0-9.]+, val acc [0-9.]+ % \(\d+ s\)", line)
+               for line in said), said
     times = {s: json.loads((par / s / "manifest.json").read_text())["timings"] for s in ("cnn1", "cnn2")}
     start = {s: datetime.fromisoformat(t["started"]) for s, t in times.items()}
     end = {s: datetime.fromisoformat(t["finished"]) for s, t in times.items()}

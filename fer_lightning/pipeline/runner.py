@@ -539,6 +539,7 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
     overlap run in processes of their own (one per slot); a stage that runs alone, or trains
     nothing, runs in this process."""
     pending, running, failed = list(pipe.stages), {}, []
+    relayed = {}  # stage -> bytes of its log already looked through for progress lines
     slots, free, per_stage = None, [], threads
     while pending or running:
         ready = [] if failed else [n for n in pending
@@ -572,7 +573,10 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
             continue
         if not running:
             break
-        while not (finished := [n for n, r in running.items() if r[0].poll() is not None]):
+        while True:
+            _relay_progress(running, relayed, log)
+            if finished := [n for n, r in running.items() if r[0].poll() is not None]:
+                break
             time.sleep(0.2)
         for name in finished:
             proc, slot, ctx, log_file, t0 = running.pop(name)
@@ -585,6 +589,23 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
                     log(f"error: {e}; waiting for {', '.join(running)} to finish")
     if failed:
         raise failed[0]
+
+
+def _relay_progress(running: dict, relayed: dict, log):
+    """Echo the progress lines (``epoch 3/40: ...``, ClassifierModule._say_progress) that stages in
+    their own processes wrote to their logs since the last look, under the stage's name."""
+    for name, (_, _, _, log_file, _) in running.items():
+        try:
+            with open(log_file, "rb") as f:
+                f.seek(relayed.get(name, 0))
+                chunk = f.read()
+        except OSError:
+            continue
+        whole = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next look
+        relayed[name] = relayed.get(name, 0) + len(whole)
+        for line in whole.decode(errors="replace").splitlines():
+            if line.startswith("epoch "):
+                log(f"         {name:<14} {line}")
 
 
 def _expand_names(pipe: Pipeline, names) -> list:

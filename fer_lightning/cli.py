@@ -4,6 +4,7 @@
     fer-lightning pipeline {run,plan} configs/pipelines/<name>.yaml [options]
     fer-lightning evaluate --model model.ckpt [--model ...] --data PATH [--split S] [--tta flip|crops|flip_crops]
     fer-lightning predict --model model.ckpt [--model ...] photo.jpg|folder ... [--out DIR]
+    fer-lightning --version
 """
 
 import errno
@@ -19,6 +20,11 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from fer_lightning import __version__
+
+        print(f"fer-lightning {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
     try:

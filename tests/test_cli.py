@@ -78,6 +78,15 @@ def test_pipeline_errors_are_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "no.csv.gz: data file not found" in r.stderr
 
 
+def test_version_and_unknown_commands():
+    import fer_lightning
+
+    r = fer("--version")
+    assert r.returncode == 0 and r.stdout == f"fer-lightning {fer_lightning.__version__}\n"
+    r = fer("trian")
+    assert r.returncode == 2 and "unknown command 'trian'" in r.stderr
+
+
 def test_counts_below_one_are_usage_errors(tmp_path):
     """--threads 0 used to mean the default, -1 failed inside a stage; --workers -2 meant 1."""
     for args in (["pipeline", "run", "configs/pipelines/fer2013_fusion_demo.yaml", "--threads", "0"],

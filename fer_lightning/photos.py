@@ -36,9 +36,16 @@ def images_under(folder: Path) -> list[Path]:
     images = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
     if len(images) < len(found):
         other = next(f for f in found if f.suffix.lower() not in IMAGE_SUFFIXES)
-        print(f"note: {folder}: {len(found) - len(images)} file(s) that are not images left out "
-              f"(e.g. {other.relative_to(folder)})", file=sys.stderr)
+        note_once(f"note: {folder}: {len(found) - len(images)} file(s) that are not images left out "
+                   f"(e.g. {other.relative_to(folder)})")
     return images
+
+
+def note_once(message: str, _said=set()) -> None:
+    """Print ``message`` once per process: a pipeline reads the same folder for each stage."""
+    if message not in _said:
+        _said.add(message)
+        print(message, file=sys.stderr)
 
 
 def photo_files(paths) -> list[Path]:

@@ -170,6 +170,8 @@ def test_image_folder_reads_synonyms_and_rejects_bad_input(tmp_path, capsys):
     assert len(y) == 31 and (y == 4).sum() == 11
     out = capsys.readouterr().err
     assert "ok/sad: 1 file(s) that are not images left out (e.g. Thumbs.db)" in out and "._0" not in out
+    read_image_folder(tmp_path / "ok")   # read again (each stage of a pipeline does): said once per process
+    assert "Thumbs.db" not in capsys.readouterr().err
     (tmp_path / "ok" / "sad" / "Thumbs.db").unlink()
     (tmp_path / "ok" / "sad" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="broken.png: unreadable image"):

@@ -10,7 +10,6 @@ cuts one labelled folder into stratified train / val / test shares of the whole 
 ``predict`` does), for folders of photos rather than of face crops.
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from fer_lightning import CLASS_NAMES
 from fer_lightning.data.augment import BatchAugment
 from fer_lightning.data.base import TensorDataModule, check_count, check_share, stratified_split
 from fer_lightning.errors import UserError
-from fer_lightning.photos import IMAGE_SUFFIXES, images_under
+from fer_lightning.photos import IMAGE_SUFFIXES, images_under, note_once
 
 SYNONYMS = {
     "anger": "angry", "angry": "angry", "disgust": "disgust", "disgusted": "disgust",
@@ -68,8 +67,8 @@ def load_grey(f: Path, image_size: int, face_crop: bool = False, no_face: list |
 
 def warn_no_face(root, no_face: list, total: int):
     if no_face:
-        print(f"warning: {root}: no face found in {len(no_face)} of {total} images (e.g. {no_face[0]}); "
-              f"used them whole", file=sys.stderr)
+        note_once(f"warning: {root}: no face found in {len(no_face)} of {total} images (e.g. {no_face[0]}); "
+                  f"used them whole")
 
 
 def read_image_folder(root, image_size: int = 48, skipped: dict | None = None, face_crop: bool = False,

@@ -289,6 +289,22 @@ def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_ru
     assert not (tmp_path / "fail" / "fusion").exists()
 
 
+def test_the_runner_relays_progress_warnings_and_resumes_from_stage_logs(tmp_path):
+    from fer_lightning.pipeline.runner import _relay_progress
+
+    log_file, said, relayed = tmp_path / "stage.log", [], {}
+    running = {"cnn1": (None, 0, None, log_file, 0.0)}
+    log_file.write_text("GPU available: False\n[cnn1] resuming from last.ckpt\nepoch 3/40: train loss 1.2, "
+                        "val acc 50.00 % (9 s)\nwarning: x\nepoch 4/40: train lo")   # the last line unfinished
+    _relay_progress(running, relayed, said.append)
+    assert [line.split(None, 1)[1] for line in said] == [
+        "resuming from last.ckpt", "epoch 3/40: train loss 1.2, val acc 50.00 % (9 s)", "warning: x"]
+    with log_file.open("a") as f:
+        f.write("ss 1.1, val acc 51.00 % (9 s)\n")
+    _relay_progress(running, relayed, said.append)
+    assert said[-1].split(None, 1)[1] == "epoch 4/40: train loss 1.1, val acc 51.00 % (9 s)" and len(said) == 4
+
+
 def test_file_inputs_fuse_the_artifacts_of_other_runs(tmp_path, monkeypatch):
     # An ensemble across pipelines: score fusion of probs.npz files other runs wrote. A file's
     # content is part of the key: unchanged → cached, changed → re-run; missing → one-line error.

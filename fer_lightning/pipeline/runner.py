@@ -592,8 +592,9 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
 
 
 def _relay_progress(running: dict, relayed: dict, log):
-    """Echo the progress lines (``epoch 3/40: ...``, ClassifierModule._say_progress) that stages in
-    their own processes wrote to their logs since the last look, under the stage's name."""
+    """Echo the progress lines (``epoch 3/40: ...``, ClassifierModule._say_progress), warnings and
+    resumes (``[cnn1] resuming from ...``) that stages in their own processes wrote to their logs
+    since the last look, under the stage's name."""
     for name, (_, _, _, log_file, _) in running.items():
         try:
             with open(log_file, "rb") as f:
@@ -604,8 +605,8 @@ def _relay_progress(running: dict, relayed: dict, log):
         whole = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next look
         relayed[name] = relayed.get(name, 0) + len(whole)
         for line in whole.decode(errors="replace").splitlines():
-            if line.startswith("epoch "):
-                log(f"         {name:<14} {line}")
+            if line.startswith(("epoch ", "warning: ", f"[{name}] ")):
+                log(f"         {name:<14} {line.removeprefix(f'[{name}] ')}")
 
 
 def _expand_names(pipe: Pipeline, names) -> list:

@@ -94,6 +94,23 @@ def test_fer2013_datamodule_splits_and_cache(tmp_path):
     assert torch.equal(dm2.splits["val"][0], dm2.splits["public_test"][0])
 
 
+def test_a_damaged_cache_in_a_read_only_folder_is_parsed_around(tmp_path, monkeypatch):
+    import pathlib
+
+    path = write_fer_csv(tmp_path / "f.csv", _rows(7))
+    whole = load_fer2013(path, tmp_path / "cache")
+    cached, = (tmp_path / "cache").glob("fer2013-*.pt")
+    cached.write_bytes(b"damaged")
+
+    def read_only(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    monkeypatch.setattr("fer_lightning.data.fer2013.atomic_write_bytes", read_only)
+    again = load_fer2013(path, tmp_path / "cache")
+    assert torch.equal(again["images"], whole["images"]) and cached.read_bytes() == b"damaged"
+
+
 def test_split_without_rows_is_a_user_error(tmp_path):
     rows = [r for r in _rows() if r[2] != "PrivateTest"]
     path = write_fer_csv(tmp_path / "f.csv", rows)

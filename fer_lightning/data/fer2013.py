@@ -117,7 +117,10 @@ def load_fer2013(path, cache_dir=None) -> dict[str, torch.Tensor]:
         try:
             return torch.load(cached, weights_only=True)
         except Exception:  # a damaged cache file is rebuilt, never trusted
-            cached.unlink(missing_ok=True)
+            try:
+                cached.unlink(missing_ok=True)
+            except OSError:  # a read-only cache folder: the CSV is parsed again
+                pass
     images, labels, usage = read_fer2013_csv(path)
     data = {"images": torch.from_numpy(images).unsqueeze(1), "labels": torch.from_numpy(labels),
             "usage": torch.from_numpy(usage)}

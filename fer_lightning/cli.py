@@ -7,10 +7,9 @@
     fer-lightning --version
 """
 
-import errno
 import sys
 
-from fer_lightning.errors import UserError
+from fer_lightning.errors import DISK_ERRNOS, UserError
 
 # Lightning is imported only by `train`: `pipeline` commands on a cached run start in well under
 # a second.
@@ -29,9 +28,9 @@ def main(argv=None):
     command, rest = argv[0], argv[1:]
     try:
         if command == "train":
-            from lightning.fabric.utilities.exceptions import MisconfigurationException
-
             import warnings
+
+            from lightning.fabric.utilities.exceptions import MisconfigurationException
 
             from fer_lightning.train_cli import FERLightningCLI
 
@@ -65,7 +64,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if e.errno not in DISK_ERRNOS:
             raise
         # a full disk or a read-only folder while writing outputs (a pipeline's stages say which stage)
         print(f"error: cannot write {e.filename or 'an output'}: {e.strerror}; free space or fix permissions, "

@@ -41,10 +41,13 @@ def images_under(folder: Path) -> list[Path]:
     return images
 
 
-def note_once(message: str, _said=set()) -> None:
+_NOTED: set[str] = set()
+
+
+def note_once(message: str) -> None:
     """Print ``message`` once per process: a pipeline reads the same folder for each stage."""
-    if message not in _said:
-        _said.add(message)
+    if message not in _NOTED:
+        _NOTED.add(message)
         print(message, file=sys.stderr)
 
 
@@ -112,12 +115,12 @@ def read_grey(path: Path) -> np.ndarray | None:
     import cv2
 
     try:
-        data = np.fromfile(path, np.uint8)
+        data = Path(path).read_bytes()
     except OSError:  # a folder named x.jpg, no permission
         return None
-    if data.size == 0 or jpeg_cut_short(data.tobytes()):
+    if not data or jpeg_cut_short(data):
         return None
-    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
 
 
 def find_faces(path: Path, min_face: int):

@@ -8,7 +8,6 @@ finished, so an interrupted stage never looks finished; a re-run of an interrupt
 resumes from its ``last.ckpt``.
 """
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -27,7 +26,7 @@ import yaml
 import fer_lightning
 from fer_lightning.artifacts import (atomic_write_json, atomic_write_text, fingerprint_path, output_dir,
                                     sha256_file, sha256_json)
-from fer_lightning.errors import UserError
+from fer_lightning.errors import DISK_ERRNOS, UserError
 from fer_lightning.pipeline.spec import Pipeline, Stage, is_file_ref, iter_refs, map_refs
 
 
@@ -217,7 +216,7 @@ def _disk_errors_as_user_errors(stage: str):
     try:
         yield
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if e.errno in DISK_ERRNOS:
             raise UserError(f"stage '{stage}': cannot write {e.filename or 'an artifact'}: {e.strerror}; "
                             f"free space or fix permissions, then re-run (finished stages are kept)") from None
         raise

@@ -11,7 +11,10 @@
 # COMPARE_JOBS=1 also trains paper 000's CNNs one after the other (--jobs 1), to measure what
 # running them side by side on the one GPU gains. THEN names the gpu_session.sh steps run side by side after the paper-000 DAG (default
 # "vgg1x1 recipes"); the recipes, ferplus, sota, cpu and distill steps run RECIPE_EPOCHS (default 40) epochs,
-# or EPOCHS_<step> for that step (EPOCHS_cpu=100).
+# or EPOCHS_<step> for that step (EPOCHS_cpu=100). BENCH_ARGS are bench/overhead.py's (default
+# "--images 32768 --switches"; "--images 32768 --only compiled" for one part), BENCH_CAP its
+# seconds (default 120), BENCH=0 leaves it out. What is finished is copied to $OUT as the lease
+# goes, so a call that runs out of time still returns it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: bash bench/gpu_lease.sh first|more SECONDS}
@@ -22,11 +25,22 @@ note() { echo "$(date +%T) [$SECONDS s] $*" | tee -a "$OUT/times.txt"; }
 # at most $1 seconds, keeping $2 seconds back for what follows; at least 1
 cap() { local l=$((deadline - SECONDS - $2)); echo $(( l < $1 ? (l > 1 ? l : 1) : $1 )); }
 
+# copy what is finished to $FINAL: logs and reports together, each run's archive alone (at most 8
+# files of 16 MB come back)
+ship() {
+  tar czf "$FINAL/logs.tgz" -C "$OUT" --exclude='*_run.tgz' .
+  cp "$OUT"/times.txt "$OUT"/bench.log "$OUT"/*_run.tgz "$FINAL"/ 2>/dev/null
+  return 0
+}
+
 # install jsonargparse and unpack FER2013 once, before any steps run side by side
 bash bench/gpu_session.sh setup > /dev/null || exit 1
-if [ "$what" = first ]; then
-  STEP_TIMEOUT=$(cap 120 300) BENCH_ARGS="--images 32768" bash bench/gpu_session.sh bench > /dev/null
+note "set up"
+if [ "$what" = first ] && [ "${BENCH:-1}" = 1 ]; then
+  STEP_TIMEOUT=$(cap "${BENCH_CAP:-120}" 300) BENCH_ARGS="${BENCH_ARGS:---images 32768 --switches}" \
+    bash bench/gpu_session.sh bench > /dev/null
   note "bench done"
+  ship
 fi
 if [ "$what" = first ] && [ "${FUSION:-1}" = 1 ]; then  # FUSION=0: leave paper 000's DAG out
   # GPU utilisation while the DAG runs (its CNNs side by side), sampled every 0.2 s
@@ -34,13 +48,14 @@ if [ "$what" = first ] && [ "${FUSION:-1}" = 1 ]; then  # FUSION=0: leave paper 
   smi=$!
   JOBS=${FUSION_JOBS:-3} STEP_TIMEOUT=$(cap 270 150) bash bench/gpu_session.sh fusion
   kill $smi 2>/dev/null
+  ship
   note "paper-000 DAG done or stopped; GPU utilisation while it ran (probes included): mean $(awk -F", " '{s+=$2; n++} END {if (n) printf "%.0f %% of %d samples", s/n, n}' "$OUT/dag_util.txt")"
   cp "$OUT/fusion.log" "$OUT/fusion_first.log"
-  { time timeout "$(cap 60 120)" python3 -m fer_lightning pipeline run configs/pipelines/fer2013_fusion.yaml --data /tmp/fer2013.csv \
+  { time timeout -k 15 "$(cap 60 120)" python3 -m fer_lightning pipeline run configs/pipelines/fer2013_fusion.yaml --data /tmp/fer2013.csv \
       --out runs/gpu/fusion --jobs "${FUSION_JOBS:-3}" > "$OUT/cached.log" 2>&1; } 2>> "$OUT/cached_seconds.txt"
   note "re-run of the paper-000 DAG: $(tail -1 "$OUT/cached_seconds.txt") s"
   if [ "${COMPARE_JOBS:-0}" = 1 ]; then  # the three CNNs one after the other, for the side-by-side gain
-    { time timeout "$(cap 240 150)" python3 -m fer_lightning pipeline run configs/pipelines/fer2013_fusion.yaml \
+    { time timeout -k 15 "$(cap 240 150)" python3 -m fer_lightning pipeline run configs/pipelines/fer2013_fusion.yaml \
         --data /tmp/fer2013.csv --out runs/gpu/fusion_jobs1 --jobs 1 --only cnn1 --only cnn2 --only cnn3 \
         > "$OUT/jobs1.log" 2>&1; } 2>> "$OUT/jobs1_seconds.txt"
     note "paper-000 CNNs with --jobs 1: $(tail -1 "$OUT/jobs1_seconds.txt") s (side by side: see fusion.log)"
@@ -66,8 +81,6 @@ wait "${pids[@]}"
 kill $smi 2>/dev/null
 note "${THEN:-vgg1x1 recipes}: done or stopped; GPU utilisation meanwhile: mean $(awk -F", " '{s+=$2; n++} END {if (n) printf "%.0f %% of %d samples", s/n, n}' "$OUT/then_util.txt")"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-# At most 8 files of 16 MB come back: each run's archive alone, the logs and reports together.
-tar czf "$FINAL/logs.tgz" -C "$OUT" --exclude='*_run.tgz' .
-cp "$OUT"/times.txt "$OUT"/bench.log "$OUT"/*_run.tgz "$FINAL"/ 2>/dev/null
+ship
 ls -l "$FINAL"
 cat "$OUT"/times.txt; grep -h "FAIL\|PASS\|switch\|time per step" "$OUT"/bench.log; grep -h "acc" "$OUT"/*_report.md | head -40

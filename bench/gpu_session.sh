@@ -4,7 +4,8 @@
 # included; no network, no wandb/jsonargparse).
 #
 #   here:   bash bench/gpu_session.sh prepare      # fills the ignored .carry/ (FER2013 pack,
-#                                                  # unpacker, FER+ votes, jsonargparse wheels)
+#                                                  # unpacker, jsonargparse wheels; FERPLUS=1: the
+#                                                  # FER+ votes too) and checks the 64 MiB
 #   there:  bash bench/gpu_session.sh STEP         # with carry: [.carry]
 #
 # STEP: setup (install and unpack only) | bench (overhead, data path, switches, GPU utilisation) | fusion (paper 000, 40 epochs) |
@@ -20,17 +21,28 @@
 # A pipeline step stops itself before the 10-minute limit; running the same step again on the
 # same warm machine resumes it (finished stages are cached, a training resumes from last.ckpt).
 # What comes back in $OUT: <step>.log (per-stage times, DAG wall time) and <step>_report.md.
+# Every `timeout` here has `-k`: Lightning traps SIGTERM (its handler only flags the loop to stop
+# at its next batch), and on 2026-11-28 a benchmark stopped by its cap during a CUDA-graph compile
+# never exited: the lease's 10-minute call ran out with nothing back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step=${1:?usage: bash bench/gpu_session.sh prepare|setup|bench|fusion|graphs|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|vggnet|cpu|distill}
 SHARED=${SHARED:-../shared}
 
 if [ "$step" = prepare ]; then
-  mkdir -p .carry/wheels
-  cp "$SHARED/data/fer2013/fer2013.pack.xz" "$SHARED/tools/fer2013_pack.py" "$SHARED/data/fer2013/fer2013new.csv" .carry/
-  python3 -m pip download -q --only-binary=:all: --python-version 3.12 -d .carry/wheels \
-    "jsonargparse[signatures]==4.53.0"
-  du -sh .carry
+  # What travels to the device (tracked files + untracked, unignored ones + the carry) must stay
+  # under 64 MiB: the FER2013 pack is 55 MB, the repository ~10 MB (the kept probabilities in
+  # results/ grow it). So only what the device lacks: jsonargparse and its two `signatures`
+  # packages (it has PyYAML and typing-extensions), and the FER+ votes only for the ferplus step.
+  rm -rf .carry && mkdir -p .carry/wheels
+  cp "$SHARED/data/fer2013/fer2013.pack.xz" "$SHARED/tools/fer2013_pack.py" .carry/
+  [ "${FERPLUS:-0}" = 1 ] && cp "$SHARED/data/fer2013/fer2013new.csv" .carry/
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .carry/wheels \
+    jsonargparse==4.53.0 "docstring-parser>=0.17" "typeshed-client>=2.8.2"
+  repo=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | du -cb --files0-from=- | tail -1 | cut -f1)
+  carry=$(du -sb .carry | cut -f1)
+  echo "travels: $(( (repo + carry) >> 20 )) MiB of 64 (repository $((repo >> 20)) MiB, .carry $((carry >> 20)) MiB)"
+  if (( repo + carry > 64 << 20 )); then echo "over the device's 64 MiB: carry less" >&2; exit 1; fi
   exit 0
 fi
 
@@ -46,7 +58,7 @@ pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs
   local name=$1
   shift
   set +e
-  timeout "${STEP_TIMEOUT:-540}" python3 -m fer_lightning pipeline run "configs/pipelines/$name.yaml" --data /tmp/fer2013.csv \
+  timeout -k 15 "${STEP_TIMEOUT:-540}" python3 -m fer_lightning pipeline run "configs/pipelines/$name.yaml" --data /tmp/fer2013.csv \
     --out "runs/gpu/$step" --jobs "${JOBS:-auto}" "$@" ${PIPE_ARGS:-} 2>&1 | grep -v "^wandb\|Tip:" | tail -200 > "$OUT/$step.log"
   set -e
   python3 bench/stage_times.py "runs/gpu/$step" >> "$OUT/$step.log"
@@ -60,7 +72,7 @@ pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs
 
 case $step in
   setup) ;;  # the install and unpack above alone (gpu_lease.sh runs it before steps run side by side)
-  bench) timeout "${STEP_TIMEOUT:-540}" python3 bench/overhead.py --switches ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
+  bench) timeout -k 15 "${STEP_TIMEOUT:-540}" python3 bench/overhead.py ${BENCH_ARGS:---switches} 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
   fusion) pipeline fer2013_fusion ;;
   graphs) pipeline fer2013_fusion --set stages.cnn1.params.model.compile=reduce-overhead \
             --set stages.cnn2.params.model.compile=reduce-overhead --set stages.cnn3.params.model.compile=reduce-overhead ;;
@@ -73,7 +85,8 @@ case $step in
   vggnet) pipeline fer2013_vggnet_schedules ;;
   cpu) pipeline fer2013_cpu ;;
   distill) pipeline fer2013_cpu_distill ;;
-  ferplus) pipeline fer2013_recipes --set data.init_args.ferplus_csv=.carry/fer2013new.csv \
+  ferplus) [ -f .carry/fer2013new.csv ] || { echo "ferplus: no .carry/fer2013new.csv: run 'FERPLUS=1 bash bench/gpu_session.sh prepare' here" >&2; exit 2; }
+           pipeline fer2013_recipes --set data.init_args.ferplus_csv=.carry/fer2013new.csv \
              --set data.init_args.ferplus_labels=soft ;;
   *) echo "unknown step '$step'" >&2; exit 2 ;;
 esac

@@ -16,6 +16,8 @@
    during the timed Lightning epochs is sampled with nvidia-smi.
 
     python bench/overhead.py [--device auto] [--model CNN2] [--images 8192] [--rounds 3] [--switches]
+    python bench/overhead.py --only compiled     # one part alone (repeatable): overhead, step,
+                                                 # datapath, switches, compiled
 """
 
 import argparse
@@ -45,6 +47,8 @@ MODELS = {
     "VGGNet-narrow": (lambda: VGGNet(widths=[16, 32, 64, 128], fc=[128], dropout=0.0), 48, 64),
     "MobileNetV2@224": (lambda: TorchvisionNet("mobilenet_v2", input_size=224), 48, 32),
 }
+# bench parts, in the order they run (--only)
+PARTS = ("overhead", "step", "datapath", "switches", "compiled")
 
 
 class TinyNet(torch.nn.Module):
@@ -242,7 +246,12 @@ def main(argv=None):
     ap.add_argument("--tiny-rounds", type=int, default=7, help="rounds of the TinyNet framework-time check")
     ap.add_argument("--step-batches", type=int, default=3, help="batches timed per model in the data-path check")
     ap.add_argument("--switches", action="store_true", help="also measure channels_last, bf16 and torch.compile")
+    ap.add_argument("--only", action="append", choices=PARTS,
+                    help="run only this part (repeatable); default: overhead, step, datapath (+ switches, "
+                         "compiled with --switches)")
     args = ap.parse_args(argv)
+    # a GPU lease has minutes: the parts measured already can be left out (bench/gpu_lease.sh)
+    parts = set(args.only or PARTS[:3] + (PARTS[3:] if args.switches else ()))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     factory = MODELS[args.model][0]
@@ -250,6 +259,24 @@ def main(argv=None):
                                   batch_size=args.batch_size, augment=BatchAugment())
     dm.setup()
     lightning_epoch(factory, dm, 0, device)  # warm-up (allocator, first-call costs)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.model}, {args.images} images, batch {args.batch_size}, {name}, "
+          f"torch {torch.__version__}, lightning {L.__version__}", flush=True)
+    results = []
+    if "overhead" in parts:
+        overhead(factory, dm, device, args, results)
+    if "step" in parts:
+        framework_time_per_step(device, args)
+    if "datapath" in parts:
+        data_path(device, args, results)
+    if "switches" in parts:
+        switches(factory, dm, device, args)
+    if "compiled" in parts:
+        compiled_overhead(factory, dm, device, args)
+    return 0 if all(results) else 1
+
+
+def overhead(factory, dm, device, args, results):
     a, b = [], []
     util = GPUUtilisation() if device.type == "cuda" else None
     for r in range(args.rounds):
@@ -257,15 +284,16 @@ def main(argv=None):
         b.append(args.images / plain_epoch(factory, dm, r, device))
         print(f"round {r}: lightning {a[-1]:.0f} img/s, plain loop {b[-1]:.0f} img/s", flush=True)
     ratio = statistics.median(x / y for x, y in zip(a, b))
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.model}, {args.images} images, batch {args.batch_size}, {name}, "
-          f"torch {torch.__version__}, lightning {L.__version__}")
-    results = [ratio >= 0.97]
-    print(f"framework overhead: lightning/plain images/s = {ratio:.3f} (target >= 0.97) {verdict(results[-1])}")
+    results.append(ratio >= 0.97)
+    print(f"framework overhead: lightning/plain images/s = {ratio:.3f} (target >= 0.97) {verdict(results[-1])}",
+          flush=True)
     if util:
         results.append(util.mean >= 90)
-        print(f"GPU utilisation during Lightning epochs: {util.mean:.0f} % (target >= 90 %) {verdict(results[-1])}")
+        print(f"GPU utilisation during Lightning epochs: {util.mean:.0f} % (target >= 90 %) {verdict(results[-1])}",
+              flush=True)
 
+
+def framework_time_per_step(device, args):
     tiny = SyntheticFacesDataModule(num_train=16384, num_val=8, num_test=8, batch_size=32, augment=BatchAugment())
     tiny.setup()
     lightning_epoch(TinyNet, tiny, 0, device)  # warm-up
@@ -289,6 +317,8 @@ def main(argv=None):
           f"__setattr__ fast path saves {statistics.median(saved):.0f} us of it; manual optimisation "
           f"would save {statistics.median(manual):.0f} us", flush=True)
 
+
+def data_path(device, args, results):
     for model, (make, side, batch) in MODELS.items():
         mdm = SyntheticFacesDataModule(num_train=max(4 * batch, 512), num_val=8, num_test=8, image_size=side,
                                        batch_size=batch, augment=BatchAugment())
@@ -299,35 +329,39 @@ def main(argv=None):
         print(f"data path {model} ({side}x{side}, batch {batch}): loader {load:.0f} img/s, step {step:.0f} img/s, "
               f"loader/step = {load / step:.1f}x (target >= 10x) {verdict(results[-1])}", flush=True)
 
-    if args.switches:
-        base = args.images / lightning_epoch(factory, dm, 0, device)
-        runs = {"channels_last off (ratio: on/off)": dict(channels_last=False),
-                "bf16 autocast": dict(precision="bf16-mixed"), "torch.compile": dict(compile=True)}
-        if device.type == "cuda":  # CUDA graphs: a GPU-only mode
-            runs["torch.compile reduce-overhead (CUDA graphs)"] = dict(compile="reduce-overhead")
-        for label, kw in runs.items():
-            # torch.compile compiles during the first epoch: time the second one
-            rate = args.images / lightning_epoch(factory, dm, 0, device, epochs=2 if kw.get("compile") else 1, **kw)
-            if "off" in label:
-                print(f"switch {label}: {base / rate:.2f}x", flush=True)
-            else:
-                print(f"switch {label}: {rate / base:.2f}x the images/s without it", flush=True)
-        # The overhead figure again with the net compiled in both loops: on a GPU, CUDA graphs
-        # (the mode for small CNNs there) take the kernel launches out of the CPU's per-step work,
-        # so whether Lightning's remaining per-step Python still shows is what this measures.
-        mode = "reduce-overhead" if device.type == "cuda" else "default"
-        graphs, plain, util = [], [], GPUUtilisation() if device.type == "cuda" else None
-        for r in range(args.rounds):
-            graphs.append(args.images / lightning_epoch(factory, dm, r, device, compile=mode, epochs=2, util=util))
-            plain.append(args.images / plain_epoch(factory, dm, r, device, compile=mode, epochs=2))
-        ratio = statistics.median(x / y for x, y in zip(graphs, plain))
-        rounds = ", ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(graphs, plain))
-        print(f"framework overhead, net compiled ({mode}) in both loops, 2nd epoch: lightning/plain images/s = "
-              f"{ratio:.3f} (rounds: {rounds} img/s; target >= 0.97) {verdict(ratio >= 0.97)}", flush=True)
-        if util:
-            print(f"GPU utilisation during those Lightning epochs: {util.mean:.0f} % (target >= 90 %) "
-                  f"{verdict(util.mean >= 90)}", flush=True)
-    return 0 if all(results) else 1
+
+def switches(factory, dm, device, args):
+    base = args.images / lightning_epoch(factory, dm, 0, device)
+    runs = {"channels_last off (ratio: on/off)": dict(channels_last=False),
+            "bf16 autocast": dict(precision="bf16-mixed"), "torch.compile": dict(compile=True)}
+    if device.type == "cuda":  # CUDA graphs: a GPU-only mode
+        runs["torch.compile reduce-overhead (CUDA graphs)"] = dict(compile="reduce-overhead")
+    for label, kw in runs.items():
+        # torch.compile compiles during the first epoch: time the second one
+        rate = args.images / lightning_epoch(factory, dm, 0, device, epochs=2 if kw.get("compile") else 1, **kw)
+        if "off" in label:
+            print(f"switch {label}: {base / rate:.2f}x", flush=True)
+        else:
+            print(f"switch {label}: {rate / base:.2f}x the images/s without it", flush=True)
+
+
+def compiled_overhead(factory, dm, device, args):
+    # The overhead figure again with the net compiled in both loops: on a GPU, CUDA graphs
+    # (the mode for small CNNs there) take the kernel launches out of the CPU's per-step work,
+    # so whether Lightning's remaining per-step Python still shows is what this measures.
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    graphs, plain, util = [], [], GPUUtilisation() if device.type == "cuda" else None
+    for r in range(args.rounds):
+        graphs.append(args.images / lightning_epoch(factory, dm, r, device, compile=mode, epochs=2, util=util))
+        plain.append(args.images / plain_epoch(factory, dm, r, device, compile=mode, epochs=2))
+        print(f"compiled round {r}: lightning {graphs[-1]:.0f} img/s, plain loop {plain[-1]:.0f} img/s", flush=True)
+    ratio = statistics.median(x / y for x, y in zip(graphs, plain))
+    rounds = ", ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(graphs, plain))
+    print(f"framework overhead, net compiled ({mode}) in both loops, 2nd epoch: lightning/plain images/s = "
+          f"{ratio:.3f} (rounds: {rounds} img/s; target >= 0.97) {verdict(ratio >= 0.97)}", flush=True)
+    if util:
+        print(f"GPU utilisation during those Lightning epochs: {util.mean:.0f} % (target >= 90 %) "
+              f"{verdict(util.mean >= 90)}", flush=True)
 
 
 if __name__ == "__main__":

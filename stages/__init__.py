@@ -4,7 +4,8 @@ and optionally ``SHARED`` (which of the pipeline's ``seed``, ``trainer``, ``data
 receives), ``PARAMS`` (the keys its params may hold, for kinds whose config is not a LightningCLI
 config: any other key is an error), ``FILE_PARAMS`` (config keys that name files: their content
 joins the stage's key) and
-``check(name, config, inputs)`` (raises UserError for a bad config; the runner calls it for every
+``DATASET_PARAMS`` (params that describe the pipeline file's dataset: ``--data`` with another kind of
+dataset drops them), ``check(name, config, inputs)`` (raises UserError for a bad config; the runner calls it for every
 stage that may run before the first one starts, with inputs still as ``<stage>.<output>`` refs) and
 ``prepare_data(name, config, seen)`` (reads the stage's data once, in the runner, after the checks;
 ``seen`` holds the data configs already prepared)."""

@@ -7,7 +7,8 @@ copies; its confusion matrix is their sum.
 Params:
   title: heading of the report.
   splits: the splits to show, e.g. ``[test, private_test]`` (missing ones show as —).
-  split_labels: how to name splits in the tables, e.g. ``{test: "test (Public+Private)"}``.
+  split_labels: how to name splits in the tables, e.g. ``{test: "test (Public+Private)"}``; they
+          describe the pipeline file's dataset, so ``--data`` with another kind drops them.
   tables: a list of ``{title, columns: [acc | precision | recall | f1], rows: [{label, source,
           paper: {column: value}}]}``; ``source`` is a path into the metrics, e.g. ``cnn1``,
           ``score_fusion/mean`` or ``probe/cnn1/svm``.
@@ -23,6 +24,7 @@ from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"report": "report.md", "json": "report.json"}
 PARAMS = ("title", "notes", "splits", "split_labels", "tables", "per_class")  # what params may hold
+DATASET_PARAMS = ("split_labels",)  # dropped when --data swaps in another kind of dataset
 SPLIT_NAMES = {"private_test": "PrivateTest", "public_test": "PublicTest"}  # params.split_labels adds more
 
 

@@ -474,3 +474,21 @@ def test_data_option_picks_the_data_module_from_the_path(tmp_path):
     assert spec["faces"]["init_args"] == {"train_root": str(tmp_path / "faces")}
     with pytest.raises(UserError, match="fer.csv.gz: data file not found"):
         data_spec_for(str(tmp_path / "fer.csv.gz"))
+
+
+def test_data_of_another_kind_drops_the_files_split_labels(tmp_path):
+    """fer2013_fusion.yaml labels its test column "test (Public+Private)": FER2013's splits. Run on
+    another kind of dataset (--data) the label would be false, so it goes; a FER2013 CSV keeps it,
+    and --set can give one again."""
+    path = ROOT / "configs" / "pipelines" / "fer2013_fusion.yaml"
+
+    def labels(**kw):
+        return load_pipeline(path, **kw).stages["report"].config.get("split_labels")
+
+    assert labels() == {"test": "test (Public+Private)"}
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text("emotion,pixels,Usage\n")
+    assert labels(data=str(csv)) == {"test": "test (Public+Private)"}
+    assert labels(data="synthetic") is None
+    assert labels(data="synthetic", sets=["stages.report.params.split_labels.test=test (my faces)"]) == \
+        {"test": "test (my faces)"}

@@ -145,6 +145,19 @@ def data_spec_for(path: str) -> dict:
                     f"or 'synthetic'")
 
 
+def _drop_dataset_params(doc: dict, kinds: dict):
+    """Params that describe the pipeline file's dataset (a kind's ``DATASET_PARAMS``, e.g. the
+    report's ``split_labels: {test: "test (Public+Private)"}``) say nothing true of another kind
+    of dataset that ``--data`` swaps in: they are dropped (``--set`` may give them again)."""
+    stages = doc.get("stages")
+    for st in stages.values() if isinstance(stages, dict) else ():
+        kind = kinds.get(st.get("kind")) if isinstance(st, dict) else None
+        params = st.get("params") if kind is not None else None
+        if isinstance(params, dict):
+            for key in getattr(kind, "DATASET_PARAMS", ()):
+                params.pop(key, None)
+
+
 def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeline:
     from stages import KINDS
 
@@ -160,6 +173,8 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
                 if same or k in ("batch_size", "eval_batch_size", "augment", "seed")}
         new["init_args"] = {**keep, **new["init_args"]}
         doc["data"] = new
+        if not same:
+            _drop_dataset_params(doc, KINDS)
     # --set last: it can change anything, the data module --data chose included
     for item in sets:
         key, eq, value = item.partition("=")

@@ -74,16 +74,25 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def set_dotted(doc: dict, dotted: str, value) -> None:
-    """``set_dotted(d, "a.b.c", 1)`` sets ``d["a"]["b"]["c"] = 1``, creating mappings as needed."""
+    """``set_dotted(d, "a.b.c", 1)`` sets ``d["a"]["b"]["c"] = 1``, creating mappings as needed;
+    a number indexes a list (``stages.ensemble.inputs.members.1``): an item it has, since a
+    ``--set`` edits lists but does not grow them."""
     keys = dotted.split(".")
-    for k in keys[:-1]:
-        nxt = doc.get(k)
+    for i, k in enumerate(keys):
+        if isinstance(doc, list):
+            if not (k.isdigit() and int(k) < len(doc)):
+                raise UserError(f"--set {dotted}: '{'.'.join(keys[:i])}' is a list of {len(doc)}: "
+                                f"'{k}' is no index of it (0 to {len(doc) - 1}); set the whole list to change its length")
+            k = int(k)
+        elif not isinstance(doc, dict):
+            raise UserError(f"--set {dotted}: '{'.'.join(keys[:i])}' is {doc!r}, not a mapping or a list")
+        if i == len(keys) - 1:
+            doc[k] = value
+            return
+        nxt = doc[k] if isinstance(doc, list) else doc.get(k)
         if nxt is None:
             nxt = doc[k] = {}
-        if not isinstance(nxt, dict):
-            raise UserError(f"--set {dotted}: '{k}' is not a mapping")
         doc = nxt
-    doc[keys[-1]] = value
 
 
 def import_object(class_path: str):

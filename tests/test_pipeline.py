@@ -492,3 +492,17 @@ def test_data_of_another_kind_drops_the_files_split_labels(tmp_path):
     assert labels(data="synthetic") is None
     assert labels(data="synthetic", sets=["stages.report.params.split_labels.test=test (my faces)"]) == \
         {"test": "test (my faces)"}
+
+
+def test_set_indexes_into_lists():
+    """``--set a.b.0=...`` edits a list's item; past its end, or into a scalar, is one line."""
+    path = ROOT / "configs" / "pipelines" / "fer2013_kept.yaml"
+    pipe = load_pipeline(path, sets=["stages.report.params.splits.1=private_test",
+                                     "stages.report.params.tables.0.rows.0.label=first"])
+    assert pipe.stages["report"].config["splits"] == ["private_test", "private_test"]
+    assert pipe.stages["report"].config["tables"][0]["rows"][0]["label"] == "first"
+    with pytest.raises(UserError, match=r"^--set stages.report.params.splits.2: 'stages.report.params.splits' "
+                                        r"is a list of 2: '2' is no index of it \(0 to 1\)"):
+        load_pipeline(path, sets=["stages.report.params.splits.2=x"])
+    with pytest.raises(UserError, match=r"'stages.report.params.title' is '.*', not a mapping or a list$"):
+        load_pipeline(path, sets=["stages.report.params.title.x=1"])

@@ -17,7 +17,8 @@ def pipeline_main(argv) -> int:
     ap.add_argument("--data", help="dataset: a FER2013 .csv/.csv.gz, a JAFFE folder, an image folder, or 'synthetic'")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a value of the pipeline file, e.g. trainer.max_epochs=2 or "
-                         "stages.probe.params.classifiers.knn.init_args.n_neighbors=7 (repeatable)")
+                         "stages.probe.params.classifiers.knn.init_args.n_neighbors=7; a number indexes a list, "
+                         "e.g. stages.report.params.splits.0=public_test (repeatable)")
     ap.add_argument("--only", action="append", default=[], metavar="STAGE",
                     help="run only this stage (repeatable); its inputs must already be finished")
     ap.add_argument("--from", dest="from_stage", metavar="STAGE",

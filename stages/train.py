@@ -40,14 +40,22 @@ def run(ctx):
 def check(name: str, config: dict, inputs) -> None:
     """Parse the stage's config as its training will (the runner calls this for every stage about to
     run, before the first one starts: a wrong key or class fails at once, not hours later), and
-    make its optimiser on a stand-in parameter, so that a value torch refuses (a negative learning
-    rate, say) fails here too rather than when the stage's fit starts."""
+    make its optimiser and learning-rate schedule on a stand-in parameter, so that a value torch
+    refuses (a negative learning rate, a plateau ``factor`` of 1) fails here too rather than when
+    the stage's fit starts."""
     parse_config(name, _with_teacher(name, config, inputs))
-    optimizer = (config.get("model") or {}).get("optimizer")
-    if isinstance(optimizer, dict) and "class_path" in optimizer:
-        import torch
+    model = config.get("model") or {}
+    optimizer, scheduler = model.get("optimizer"), model.get("scheduler")
+    if not any(isinstance(x, dict) for x in (optimizer, scheduler)) or \
+            optimizer is not None and not isinstance(optimizer, dict):
+        return  # the module's defaults (Adam, no schedule), or an optimiser given another way
+    import torch
 
-        instantiate(optimizer, f"stages.{name}.model.optimizer", [torch.nn.Parameter(torch.zeros(1))])
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = (instantiate(optimizer, f"stages.{name}.model.optimizer", params) if isinstance(optimizer, dict)
+           else torch.optim.Adam(params, lr=1e-3))  # ClassifierModule's default
+    if isinstance(scheduler, dict):
+        instantiate(scheduler, f"stages.{name}.model.scheduler", opt)
 
 
 def prepare_data(name: str, config: dict, seen: set) -> None:

@@ -52,6 +52,12 @@ def test_a_training_that_cannot_train_is_one_line(tiny_pipeline, tmp_path):
     with pytest.raises(UserError, match=r"^stages.cnn2.model.optimizer: Invalid learning rate: -1"):
         _run(tiny_pipeline, tmp_path / "d", ["stages.cnn2.params.model.optimizer.init_args.lr=-1"])
     assert not (tmp_path / "d" / "cnn1").exists()
+    # and a schedule value: the plateau schedule's factor must be below 1
+    plateau = ("stages.cnn3.params.model.scheduler={class_path: torch.optim.lr_scheduler.ReduceLROnPlateau, "
+               "init_args: {mode: max, factor: 1.5}}")
+    with pytest.raises(UserError, match=r"^stages.cnn3.model.scheduler: Factor should be < 1.0"):
+        _run(tiny_pipeline, tmp_path / "e", [plateau])
+    assert not (tmp_path / "e" / "cnn1").exists()
     for bad in ("0", "-3"):  # a batch size below 1: before any stage
         with pytest.raises(UserError, match=rf"^data.batch_size: {bad}: expected a whole number of 1 or more"):
             _run(tiny_pipeline, tmp_path / "c", [f"data.init_args.batch_size={bad}"])

@@ -7,6 +7,7 @@
     fer-lightning --version
 """
 
+import signal
 import sys
 
 from fer_lightning.errors import DISK_ERRNOS, UserError
@@ -70,10 +71,12 @@ def main(argv=None):
         print(f"error: cannot write {e.filename or 'an output'}: {e.strerror}; free space or fix permissions, "
               f"then re-run", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; nothing unfinished was marked done
-        print("interrupted" + (": finished stages are kept, and the same command resumes the rest"
-                               if command == "pipeline" else ""), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: a line, not a traceback; nothing unfinished is marked done
+        signum = getattr(e, "signum", signal.SIGINT)  # the runner's Interrupted says which
+        print(("terminated" if signum == signal.SIGTERM else "interrupted")
+              + (": finished stages are kept, and the same command resumes the rest" if command == "pipeline" else ""),
+              file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -50,3 +50,39 @@ def test_ctrl_c_is_one_line_and_the_same_command_resumes(tiny_pipeline, tmp_path
     assert not list(out.glob("*/manifest.json"))   # nothing had finished; nothing looks finished
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "7 stage(s) run" in done.stdout, done.stderr[-2000:]
+
+
+def test_sigterm_to_the_runner_stops_its_stages_and_says_so(tiny_pipeline, tmp_path):
+    """SIGTERM to the runner alone (``kill PID``, a scheduler's stop, ``timeout``) while the base
+    CNNs train in processes of their own: the runner asks them to stop, ends with status 143 and
+    one line, and leaves no stage process behind and no stage marked done."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fer_lightning", "pipeline", "run", str(tiny_pipeline), "--out", str(out),
+           "--jobs", "3", "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline, stages = time.time() + 120, []
+    while len(stages) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        stages = [p for p in os.listdir("/proc") if p.isdigit() and str(out) in _cmdline(p) and "_stage" in _cmdline(p)]
+    assert len(stages) == 3
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("terminated: finished stages are kept, and the same command "
+                                            "resumes the rest") and "Traceback" not in err
+    assert not any(_cmdline(p) for p in stages)  # gone, not orphaned
+    assert not list(out.glob("*/manifest.json"))
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

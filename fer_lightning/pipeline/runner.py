@@ -490,7 +490,7 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 metrics = _execute_in_process_or_child(ctx, _needs_own_process(pipe.stages[ctx.name]))
             finish(ctx, metrics, t0)
 
-        with _ctrl_c_wins_over_stage_failures():
+        with _interrupts_win_over_stage_failures():
             if dry_run or str(jobs) == "1":
                 for name in pipe.stages:
                     ctx = prepare(name)
@@ -505,11 +505,20 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
         return statuses
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM (``kill``, a scheduler's stop, ``timeout``) ended the run."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @contextmanager
-def _ctrl_c_wins_over_stage_failures():
+def _interrupts_win_over_stage_failures():
     """Ctrl-C reaches the stage processes too, which then fail, and a training in this process
     turns it into ``sys.exit(1)`` (Lightning's graceful shutdown): a run the user interrupted ends
-    as interrupted, not as a stage failure."""
+    as :class:`Interrupted`, not as a stage failure. SIGTERM is taken the same way (Python would
+    otherwise end this process at once, without a word)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread() or \
@@ -518,19 +527,36 @@ def _ctrl_c_wins_over_stage_failures():
         return
     interrupted = []
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         interrupted.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGINT, on_signal)
+    term = signal.signal(signal.SIGTERM, on_signal)
     try:
         yield
-    except (UserError, SystemExit):
+    except (UserError, SystemExit, KeyboardInterrupt):
         if interrupted:
-            raise KeyboardInterrupt from None
+            raise Interrupted(interrupted[0]) from None
         raise
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, term)
+
+
+def _stop_children(running: dict, grace: float = 15.0):
+    """The run was interrupted: ask the stage processes still running to stop (SIGTERM; a training
+    ends at its next batch, Lightning's graceful shutdown) and give them ``grace`` seconds, rather
+    than leave them to the SIGKILL they get when this process exits."""
+    procs = [r[0] for r in running.values() if r[0].poll() is None]
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, log):
@@ -540,52 +566,57 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
     pending, running, failed = list(pipe.stages), {}, []
     relayed = {}  # stage -> bytes of its log already looked through for progress lines
     slots, free, per_stage = None, [], threads
-    while pending or running:
-        ready = [] if failed else [n for n in pending
-                                   if not any(d in pending or d in running for d in pipe.stages[n].deps)]
-        progressed = False
-        for name in ready:
-            exclusive = _needs_own_process(pipe.stages[name])  # multi-process DDP: all devices, alone
-            if running and exclusive:
+    try:
+        while pending or running:
+            ready = [] if failed else [n for n in pending
+                                       if not any(d in pending or d in running for d in pipe.stages[n].deps)]
+            progressed = False
+            for name in ready:
+                exclusive = _needs_own_process(pipe.stages[name])  # multi-process DDP: all devices, alone
+                if running and exclusive:
+                    continue
+                if slots is not None and not free:
+                    break
+                pending.remove(name)
+                progressed = True
+                ctx = prepare(name)
+                if ctx is None:
+                    continue
+                if slots is None:  # decided once there is something to run: imports torch
+                    slots, planned = plan_slots(jobs, dag_width(pipe))
+                    free, per_stage = list(range(len(slots))), threads or planned
+                    if len(slots) > 1:
+                        log(f"         running up to {len(slots)} stages at once, {per_stage} CPU thread(s) each")
+                if exclusive or (not running and len(ready) == 1) or len(slots) == 1 or _is_light(pipe.stages[name]):
+                    run_here(ctx, per_stage if len(slots) > 1 else threads)
+                    continue
+                slot = free.pop(0)
+                env = {**slots[slot], "FER_THREADS": str(per_stage), "OMP_NUM_THREADS": str(per_stage)}
+                log_file = ctx.out_dir / "stage.log"
+                gpu = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else ""
+                log(f"         {name:<14} started in its own process{gpu}, log: {log_file}")
+                running[name] = (_start_child(ctx, env, log_file), slot, ctx, log_file, time.time())
+            if progressed:
                 continue
-            if slots is not None and not free:
+            if not running:
                 break
-            pending.remove(name)
-            progressed = True
-            ctx = prepare(name)
-            if ctx is None:
-                continue
-            if slots is None:  # decided once there is something to run: imports torch
-                slots, planned = plan_slots(jobs, dag_width(pipe))
-                free, per_stage = list(range(len(slots))), threads or planned
-                if len(slots) > 1:
-                    log(f"         running up to {len(slots)} stages at once, {per_stage} CPU thread(s) each")
-            if exclusive or (not running and len(ready) == 1) or len(slots) == 1 or _is_light(pipe.stages[name]):
-                run_here(ctx, per_stage if len(slots) > 1 else threads)
-                continue
-            slot = free.pop(0)
-            env = {**slots[slot], "FER_THREADS": str(per_stage), "OMP_NUM_THREADS": str(per_stage)}
-            log_file = ctx.out_dir / "stage.log"
-            log(f"         {name:<14} started in its own process{' on GPU ' + env['CUDA_VISIBLE_DEVICES'] if 'CUDA_VISIBLE_DEVICES' in env else ''}, log: {log_file}")
-            running[name] = (_start_child(ctx, env, log_file), slot, ctx, log_file, time.time())
-        if progressed:
-            continue
-        if not running:
-            break
-        while True:
-            _relay_progress(running, relayed, log)
-            if finished := [n for n, r in running.items() if r[0].poll() is not None]:
-                break
-            time.sleep(0.2)
-        for name in finished:
-            proc, slot, ctx, log_file, t0 = running.pop(name)
-            free.append(slot)
-            try:
-                finish(ctx, _child_result(ctx, proc.returncode, log_file), t0)
-            except UserError as e:
-                failed.append(e)
-                if running:
-                    log(f"error: {e}; waiting for {', '.join(running)} to finish")
+            while True:
+                _relay_progress(running, relayed, log)
+                if finished := [n for n, r in running.items() if r[0].poll() is not None]:
+                    break
+                time.sleep(0.2)
+            for name in finished:
+                proc, slot, ctx, log_file, t0 = running.pop(name)
+                free.append(slot)
+                try:
+                    finish(ctx, _child_result(ctx, proc.returncode, log_file), t0)
+                except UserError as e:
+                    failed.append(e)
+                    if running:
+                        log(f"error: {e}; waiting for {', '.join(running)} to finish")
+    except KeyboardInterrupt:
+        _stop_children(running)
+        raise
     if failed:
         raise failed[0]
 

@@ -56,7 +56,7 @@ def main(argv=None):
 
             return predict_main(rest)
         if command == "_stage":  # internal: one stage in its own process (multi-process DDP)
-            from fer_lightning.pipeline.runner import run_stage_job
+            from fer_lightning.pipeline.processes import run_stage_job
 
             return run_stage_job(rest[0])
         print(f"error: unknown command '{command}' (expected train, pipeline, evaluate or predict)", file=sys.stderr)

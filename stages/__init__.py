@@ -1,5 +1,5 @@
 """Stage kinds: one module each, with ``OUTPUTS`` (name -> file in the stage directory),
-``run(ctx)`` (ctx: :class:`fer_lightning.pipeline.runner.StageContext`; returns summary metrics)
+``run(ctx)`` (ctx: :class:`fer_lightning.pipeline.processes.StageContext`; returns summary metrics)
 and optionally ``SHARED`` (which of the pipeline's ``seed``, ``trainer``, ``data`` its config
 receives), ``PARAMS`` (the keys its params may hold, for kinds whose config is not a LightningCLI
 config: any other key is an error), ``FILE_PARAMS`` (config keys that name files: their content

@@ -22,7 +22,7 @@ import yaml
 from fer_lightning.artifacts import atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text
 from fer_lightning.config import instantiate
 from fer_lightning.errors import UserError
-from fer_lightning.pipeline.runner import is_rank_zero
+from fer_lightning.pipeline.processes import is_rank_zero
 from fer_lightning.tracking import log_lineage, make_logger
 
 # torch and Lightning are imported inside the functions: the runner imports every stage module to

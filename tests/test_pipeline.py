@@ -290,18 +290,18 @@ def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_ru
 
 
 def test_the_runner_relays_progress_warnings_and_resumes_from_stage_logs(tmp_path):
-    from fer_lightning.pipeline.runner import _relay_progress
+    from fer_lightning.pipeline.processes import relay_progress
 
     log_file, said, relayed = tmp_path / "stage.log", [], {}
     running = {"cnn1": (None, 0, None, log_file, 0.0)}
     log_file.write_text("GPU available: False\n[cnn1] resuming from last.ckpt\nepoch 3/40: train loss 1.2, "
                         "val acc 50.00 % (9 s)\nwarning: x\nepoch 4/40: train lo")   # the last line unfinished
-    _relay_progress(running, relayed, said.append)
+    relay_progress(running, relayed, said.append)
     assert [line.split(None, 1)[1] for line in said] == [
         "resuming from last.ckpt", "epoch 3/40: train loss 1.2, val acc 50.00 % (9 s)", "warning: x"]
     with log_file.open("a") as f:
         f.write("ss 1.1, val acc 51.00 % (9 s)\n")
-    _relay_progress(running, relayed, said.append)
+    relay_progress(running, relayed, said.append)
     assert said[-1].split(None, 1)[1] == "epoch 4/40: train loss 1.1, val acc 51.00 % (9 s)" and len(said) == 4
 
 
@@ -379,31 +379,31 @@ def test_every_shipped_pipeline_plans(path, tmp_path, capsys):
 def test_files_a_stage_kind_declares_are_part_of_its_key(tmp_path):
     # evaluate's FILE_PARAMS (data, ferplus): editing either file changes the key; a train stage
     # keys on the paths in its data module's init_args.
-    from fer_lightning.pipeline.runner import _data_deps, _Fingerprints
+    from fer_lightning.pipeline.cache import Fingerprints, data_deps
     from fer_lightning.pipeline.spec import Stage
 
     csv, votes = tmp_path / "fer.csv", tmp_path / "votes.csv"
     csv.write_text("a"), votes.write_text("b")
     def fp():  # each run reads the fingerprints file anew (within one run a file is stamped once)
-        return _Fingerprints(tmp_path / "fp.json")
+        return Fingerprints(tmp_path / "fp.json")
 
     ev = Stage("ev", "evaluate", {"data": str(csv), "ferplus": str(votes), "split": "test"})
-    before = _data_deps(ev, fp())
+    before = data_deps(ev, fp())
     assert sorted(before) == ["data", "ferplus"]
     votes.write_text("changed")
-    assert _data_deps(ev, fp())["ferplus"] != before["ferplus"] and _data_deps(ev, fp())["data"] == before["data"]
+    assert data_deps(ev, fp())["ferplus"] != before["ferplus"] and data_deps(ev, fp())["data"] == before["data"]
     tr = Stage("tr", "train", {"data": {"class_path": "x", "init_args": {"csv_path": str(csv), "batch_size": 8}}})
-    assert _data_deps(tr, fp()) == {"csv_path": before["data"]}
+    assert data_deps(tr, fp()) == {"csv_path": before["data"]}
     # a backbone's local weights file, however deeply nested, is an input too
     weights = tmp_path / "imagenet.pth"
     weights.write_bytes(b"w1")
     net = {"class_path": "FusionNet", "init_args": {"backbone_specs": [
         {"class_path": "TorchvisionNet", "init_args": {"arch": "mobilenet_v2", "weights": str(weights)}}]}}
     tv = Stage("tv", "train", {"model": {"net": net, "optimizer": {"class_path": "torch.optim.Adam"}}})
-    first = _data_deps(tv, fp())
+    first = data_deps(tv, fp())
     assert list(first) == ["model.net.init_args.backbone_specs.0.init_args.weights"]
     weights.write_bytes(b"other weights")
-    assert _data_deps(tv, fp()) != first
+    assert data_deps(tv, fp()) != first
 
 
 def test_an_image_added_to_or_changed_in_a_class_folder_changes_the_key(tmp_path):
@@ -411,51 +411,51 @@ def test_an_image_added_to_or_changed_in_a_class_folder_changes_the_key(tmp_path
     image is added to faces/happy/, or one is rewritten in place; the key must not."""
     import os
 
-    from fer_lightning.pipeline.runner import _data_deps, _Fingerprints
+    from fer_lightning.pipeline.cache import Fingerprints, data_deps
     from fer_lightning.pipeline.spec import Stage
 
     (tmp_path / "faces/happy/subject1").mkdir(parents=True)
     (tmp_path / "faces/happy/0.png").write_bytes(b"one")
     def fp():  # each run reads the fingerprints file anew
-        return _Fingerprints(tmp_path / "fp.json")
+        return Fingerprints(tmp_path / "fp.json")
 
     tr = Stage("tr", "train", {"data": {"class_path": "x", "init_args": {"train_root": str(tmp_path / "faces")}}})
-    keys = [_data_deps(tr, fp())]
+    keys = [data_deps(tr, fp())]
     (tmp_path / "faces/happy/1.png").write_bytes(b"two")
-    keys.append(_data_deps(tr, fp()))
+    keys.append(data_deps(tr, fp()))
     (tmp_path / "faces/happy/subject1/2.png").write_bytes(b"three")
-    keys.append(_data_deps(tr, fp()))
+    keys.append(data_deps(tr, fp()))
     mtime = os.stat(tmp_path / "faces/happy/0.png").st_mtime_ns
     (tmp_path / "faces/happy/0.png").write_bytes(b"ONE")        # same size, same name
     os.utime(tmp_path / "faces/happy/0.png", ns=(mtime + 10**9, mtime + 10**9))
-    keys.append(_data_deps(tr, fp()))
+    keys.append(data_deps(tr, fp()))
     assert len({k["train_root"] for k in keys}) == 4
     # within one run the folder is stamped once: a change during the run shows in the next one
     run = fp()
-    assert _data_deps(tr, run) == keys[-1]
+    assert data_deps(tr, run) == keys[-1]
     (tmp_path / "faces/happy/3.png").write_bytes(b"four")
-    assert _data_deps(tr, run) == keys[-1] and _data_deps(tr, fp()) != keys[-1]
+    assert data_deps(tr, run) == keys[-1] and data_deps(tr, fp()) != keys[-1]
 
 
 @pytest.mark.parametrize("manifest", ['[]', '"text"', '{"key": "k"}', '{"key": "k", "outputs": {"probs": {"path": 3}}}',
                                       '{"key": "k", "outputs": []}'])
 def test_a_damaged_manifest_means_not_finished(tmp_path, manifest):
     """A manifest edited by hand or written by something else: the stage re-runs, no traceback."""
-    from fer_lightning.pipeline.runner import _check_done
+    from fer_lightning.pipeline.cache import check_done
 
     (tmp_path / "manifest.json").write_text(manifest)
-    assert _check_done(tmp_path, "k") == (False, "no finished run")
+    assert check_done(tmp_path, "k") == (False, "no finished run")
 
 
 @pytest.mark.parametrize("cache", ['[]', '{"PATH": 3}', '{"PATH": [[1, 2]]}', '{"PATH": [1, 2]}'])
 def test_a_damaged_fingerprint_cache_is_recomputed(tmp_path, cache):
     from fer_lightning.artifacts import fingerprint_path
-    from fer_lightning.pipeline.runner import _Fingerprints
+    from fer_lightning.pipeline.cache import Fingerprints
 
     data = tmp_path / "fer.csv"
     data.write_text("emotion,pixels,Usage\n")
     (tmp_path / "fp.json").write_text(cache.replace("PATH", str(data)))
-    assert _Fingerprints(tmp_path / "fp.json").of(data) == fingerprint_path(data)
+    assert Fingerprints(tmp_path / "fp.json").of(data) == fingerprint_path(data)
 
 
 def test_data_option_picks_the_data_module_from_the_path(tmp_path):

@@ -1,195 +1,31 @@
-"""Run a pipeline: stages in topological order, each skipped when nothing it depends on changed.
-
-A stage's *key* hashes its kind, its resolved config, the content hashes of its inputs (recorded
-in the upstream manifests), the content of data files its config names, and the product version.
-A stage is done when ``<out>/<stage>/manifest.json`` holds that key and every output still has its
-recorded hash. The manifest is removed before a stage runs and written (atomically) only after it
-finished, so an interrupted stage never looks finished; a re-run of an interrupted training stage
-resumes from its ``last.ckpt``.
+"""Run a pipeline: stages in topological order, each skipped when nothing it depends on changed
+(its key and manifest: ``cache.py``), independent ones side by side (in processes of their own:
+``processes.py``). A re-run of an interrupted training stage resumes from its ``last.ckpt``.
 """
 
 import fcntl
-import hashlib
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 import fer_lightning
-from fer_lightning.artifacts import (atomic_write_json, atomic_write_text, fingerprint_path, output_dir,
-                                    sha256_file, sha256_json)
+from fer_lightning.artifacts import atomic_write_text, output_dir
 from fer_lightning.errors import DISK_ERRNOS, UserError
-from fer_lightning.pipeline.spec import Pipeline, Stage, is_file_ref, iter_refs, map_refs
-
-
-@dataclass
-class StageContext:
-    """What a stage's ``run`` receives."""
-    name: str
-    kind: str
-    out_dir: Path
-    config: dict
-    inputs: object          # the declared structure with every reference replaced by a path
-    input_refs: dict        # reference ("cnn1.checkpoint") -> path, for lineage
-    input_hashes: dict      # reference -> sha256 of that artifact
-    pipeline: str
-    group: str              # W&B group: one per pipeline invocation
-    key: str
-
-    def output(self, name: str) -> Path:
-        from stages import KINDS
-
-        return self.out_dir / KINDS[self.kind].OUTPUTS[name]
-
-
-def _code_version() -> dict:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(fer_lightning.__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return {"fer_lightning": fer_lightning.__version__, "git": sha or None}
-
-
-def _stamp(p: Path):
-    """What changes whenever ``p``'s content may have: a file's size and mtime; a folder's, those
-    of every file under it (a folder's own mtime changes only when its direct entries do, so an
-    image added to ``faces/happy/`` leaves ``faces/`` as it was)."""
-    if not p.is_dir():
-        st = p.stat()
-        return [st.st_size, st.st_mtime_ns]
-    h = hashlib.sha256()
-    for q in sorted(q for q in p.rglob("*") if q.is_file()):
-        st = q.stat()
-        h.update(f"{q.relative_to(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-class _Fingerprints:
-    """Content hashes of data files and folders named in configs, re-hashed only when their
-    ``_stamp`` changes, and stamped once per run (the 7,178 files of FER2013's test images take
-    0.12 s to stamp here, and every stage that reads a folder asks)."""
-
-    def __init__(self, path: Path, write: bool = True):
-        self.path, self.write = path, write  # a plan (dry run) reads the cache, writes nothing
-        try:
-            self.cache = json.loads(path.read_text())
-        except (OSError, ValueError):
-            self.cache = {}
-        if not isinstance(self.cache, dict):  # damaged: hashes are recomputed, nothing is lost
-            self.cache = {}
-        self.this_run = {}
-
-    def of(self, p: Path) -> str:
-        if str(p) not in self.this_run:
-            self.this_run[str(p)] = self._digest(p)
-        return self.this_run[str(p)]
-
-    def _digest(self, p: Path) -> str:
-        stamp = _stamp(p)
-        hit = self.cache.get(str(p))
-        if isinstance(hit, list) and len(hit) == 2 and hit[0] == stamp and isinstance(hit[1], str):
-            return hit[1]
-        digest = fingerprint_path(p)
-        self.cache[str(p)] = [stamp, digest]
-        if self.write:
-            atomic_write_json(self.path, self.cache)
-        return digest
-
-
-def _model_files(cfg, key: str = "model"):
-    """``(dotted key, path)`` of every string in a model config that names a file, such as a
-    backbone's local ``weights: imagenet.pth``, however deep in the nesting."""
-    if isinstance(cfg, dict):
-        for k, v in cfg.items():
-            yield from _model_files(v, f"{key}.{k}")
-    elif isinstance(cfg, list):
-        for i, v in enumerate(cfg):
-            yield from _model_files(v, f"{key}.{i}")
-    elif isinstance(cfg, str) and cfg and Path(cfg).is_file():
-        yield key, cfg
-
-
-def _data_deps(stage: Stage, fingerprints: _Fingerprints) -> dict:
-    """Paths named in the data module's init_args, the config keys the stage's kind declares
-    as files (``FILE_PARAMS``, e.g. evaluate's ``data``) and files the model config names (local
-    weights): their content is an input of the stage."""
-    from stages import KINDS
-
-    data = stage.config.get("data")
-    args = dict((data.get("init_args") or {}) if isinstance(data, dict) else {})
-    args.update({k: stage.config.get(k) for k in getattr(KINDS[stage.kind], "FILE_PARAMS", ())})
-    args.update(_model_files(stage.config.get("model")))
-    deps = {}
-    for k, v in sorted(args.items()):
-        if isinstance(v, str) and v and Path(v).exists():
-            deps[k] = fingerprints.of(Path(v).resolve())
-    return deps
-
-
-def _input_refs(stage: Stage, out_root: Path, fingerprints: "_Fingerprints") -> dict:
-    """``{"cnn1.checkpoint": (path, sha256)}`` from the upstream manifests; a file input's hash
-    is its content's."""
-    refs = {}
-    for ref in iter_refs(stage.inputs):
-        if is_file_ref(ref):
-            refs[ref] = (Path(ref), fingerprints.of(Path(ref)))
-            continue
-        up, _, out = ref.partition(".")
-        o = _read_manifest(out_root / up)["outputs"][out]
-        refs[ref] = (out_root / up / o["path"], o["sha256"])
-    return refs
-
-
-def _stage_key(stage: Stage, refs: dict, version: dict, fingerprints: "_Fingerprints") -> str:
-    return sha256_json({
-        "kind": stage.kind, "config": stage.config, "version": version["fer_lightning"],
-        "inputs": {r: sha for r, (_, sha) in refs.items()},
-        "data": _data_deps(stage, fingerprints),
-    })
+from fer_lightning.pipeline.cache import (Fingerprints, check_done, code_version, input_refs, stage_key,
+                                          write_manifest)
+from fer_lightning.pipeline.processes import (StageContext, child_result, execute_in_process_or_child,
+                                              interrupts_win_over_stage_failures, relay_progress, start_child,
+                                              stop_children, torch_threads)
+from fer_lightning.pipeline.spec import Pipeline, Stage, map_refs
 
 
 def _substitute(inputs, refs: dict):
     """The declared inputs structure with each reference replaced by its path."""
     return map_refs(inputs, lambda ref: str(refs[ref][0]))
-
-
-def _read_manifest(stage_dir: Path) -> dict | None:
-    """A stage's manifest, or ``None`` when it is missing or damaged (edited by hand, written by
-    something else): either way the stage counts as not finished."""
-    try:
-        m = json.loads((stage_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    outputs = m.get("outputs") if isinstance(m, dict) else None
-    if not isinstance(outputs, dict) or not all(
-            isinstance(o, dict) and isinstance(o.get("path"), str) and isinstance(o.get("sha256"), str)
-            and isinstance(o.get("bytes"), int) for o in outputs.values()):
-        return None
-    return m
-
-
-def _check_done(stage_dir: Path, key: str) -> tuple[bool, str]:
-    m = _read_manifest(stage_dir)
-    if m is None:
-        return False, "not run yet" if not stage_dir.exists() else "no finished run"
-    if m.get("key") != key:
-        return False, "config or inputs changed"
-    for name, out in m["outputs"].items():
-        p = stage_dir / out["path"]
-        if not p.is_file():
-            return False, f"output '{name}' is missing"
-        if p.stat().st_size != out["bytes"] or sha256_file(p) != out["sha256"]:
-            return False, f"output '{name}' changed on disk since the stage finished"
-    return True, "unchanged"
 
 
 def _needs_own_process(stage: Stage) -> bool:
@@ -198,17 +34,6 @@ def _needs_own_process(stage: Stage) -> bool:
     strategy = str(t.get("strategy", ""))
     return "ddp" in strategy and "spawn" not in strategy and (
         t.get("num_nodes", 1) != 1 or t.get("devices") not in (None, 1, "1", "auto"))
-
-
-def execute(ctx: StageContext) -> dict:
-    """Run one stage in this process; returns its summary metrics."""
-    from stages import KINDS
-
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return KINDS[ctx.kind].run(ctx) or {}
-    except FloatingPointError as e:  # NaN/inf loss: a user-fixable failure, reported in one line
-        raise UserError(f"stage '{ctx.name}' stopped: {e}") from None
 
 
 @contextmanager
@@ -220,75 +45,6 @@ def _disk_errors_as_user_errors(stage: str):
             raise UserError(f"stage '{stage}': cannot write {e.filename or 'an artifact'}: {e.strerror}; "
                             f"free space or fix permissions, then re-run (finished stages are kept)") from None
         raise
-
-
-def is_rank_zero() -> bool:
-    """True in the first process of a stage (multi-process DDP launches one per device)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-
-
-def run_stage_job(job_path: str) -> int:
-    """Entry of ``fer-lightning _stage job.json`` (a stage in its own process)."""
-    job = json.loads(Path(job_path).read_text())
-    job["out_dir"] = Path(job["out_dir"])
-    if os.environ.get("FER_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(os.environ["FER_THREADS"]))
-    metrics = execute(StageContext(**job))
-    if is_rank_zero():
-        atomic_write_json(Path(job_path).with_suffix(".result.json"), metrics)
-    return 0
-
-
-def _die_with_parent():  # Linux: a stage process must not outlive a runner killed with SIGKILL
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by _start_child around the fork
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _start_child(ctx: StageContext, env: dict | None = None, log_file: Path | None = None):
-    """Start ``fer-lightning _stage job.json`` for ``ctx``; returns the Popen."""
-    job = ctx.out_dir / "job.json"
-    d = asdict(ctx)
-    d["out_dir"] = str(ctx.out_dir)
-    atomic_write_json(job, d)
-    job.with_suffix(".result.json").unlink(missing_ok=True)
-    out = open(log_file, "w") if log_file else None
-    linux = sys.platform.startswith("linux")
-    # Ctrl-C during the fork would raise KeyboardInterrupt inside the fork's handlers, which Python
-    # only prints: held back until the child exists, it interrupts the runner as anywhere else.
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if linux else None
-    try:
-        return subprocess.Popen([sys.executable, "-m", "fer_lightning", "_stage", str(job)],
-                                env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                preexec_fn=_die_with_parent if linux else None)
-    finally:
-        if held is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if out:
-            out.close()
-
-
-def _child_result(ctx: StageContext, rc: int, log_file: Path | None = None) -> dict:
-    result = ctx.out_dir / "job.result.json"
-    if rc != 0 or not result.is_file():
-        where = "see its output above"
-        if log_file:
-            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-            where = f"last line: {tail[0].strip()!r}; full log: {log_file}"
-        raise UserError(f"stage '{ctx.name}' failed in its own process (exit code {rc}); {where}")
-    return json.loads(result.read_text())
-
-
-def _execute_in_process_or_child(ctx: StageContext, own_process: bool) -> dict:
-    if not own_process:
-        return execute(ctx)
-    return _child_result(ctx, _start_child(ctx).wait())
 
 
 def _is_light(stage: Stage) -> bool:
@@ -347,21 +103,6 @@ def job_count(jobs) -> int | None:
 
 
 @contextmanager
-def _threads(n: int | None):
-    if not n:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
 def _lock(out_root: Path):
     output_dir(out_root)
     try:
@@ -398,9 +139,9 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
     for s in from_stages:
         forced |= {s} | _descendants(pipe, s)
     with _lock(out_root):
-        fingerprints = _Fingerprints(out_root / ".fingerprints.json", write=not dry_run)
+        fingerprints = Fingerprints(out_root / ".fingerprints.json", write=not dry_run)
         group = f"{pipe.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-        version = _code_version()
+        version = code_version()
         statuses, reran = {}, set()
         t_all = time.time()
         checked = False
@@ -437,9 +178,9 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 key, done, why = None, False, "upstream will re-run"
             else:
                 ready = all(statuses[d] != "skipped" for d in stage.deps)
-                refs = _input_refs(stage, out_root, fingerprints) if ready else None
-                key = None if refs is None else _stage_key(stage, refs, version, fingerprints)
-                done, why = _check_done(stage_dir, key) if key else (False, "inputs not finished")
+                refs = input_refs(stage, out_root, fingerprints) if ready else None
+                key = None if refs is None else stage_key(stage, refs, version, fingerprints)
+                done, why = check_done(stage_dir, key) if key else (False, "inputs not finished")
             if only and name not in only:
                 statuses[name] = "cached" if done else "skipped"
                 if not done:
@@ -481,16 +222,16 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
 
         def finish(ctx: StageContext, metrics: dict, t0: float):
             with _disk_errors_as_user_errors(ctx.name):
-                _write_manifest(ctx, pipe.stages[ctx.name], metrics, version, t0)
+                write_manifest(ctx, pipe.stages[ctx.name], metrics, version, t0)
             log(f"         {ctx.name:<14} done in {time.time() - t0:.1f}s")
 
         def run_here(ctx: StageContext, n_threads):
             t0 = time.time()
-            with _disk_errors_as_user_errors(ctx.name), _threads(n_threads):
-                metrics = _execute_in_process_or_child(ctx, _needs_own_process(pipe.stages[ctx.name]))
+            with _disk_errors_as_user_errors(ctx.name), torch_threads(n_threads):
+                metrics = execute_in_process_or_child(ctx, _needs_own_process(pipe.stages[ctx.name]))
             finish(ctx, metrics, t0)
 
-        with _interrupts_win_over_stage_failures():
+        with interrupts_win_over_stage_failures():
             if dry_run or str(jobs) == "1":
                 for name in pipe.stages:
                     ctx = prepare(name)
@@ -503,60 +244,6 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 f"{sum(s == 'cached' for s in statuses.values())} cached, {time.time() - t_all:.1f}s; "
                 f"outputs in {out_root}")
         return statuses
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM (``kill``, a scheduler's stop, ``timeout``) ended the run."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def _interrupts_win_over_stage_failures():
-    """Ctrl-C reaches the stage processes too, which then fail, and a training in this process
-    turns it into ``sys.exit(1)`` (Lightning's graceful shutdown): a run the user interrupted ends
-    as :class:`Interrupted`, not as a stage failure. SIGTERM is taken the same way (Python would
-    otherwise end this process at once, without a word)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield  # someone else handles SIGINT here
-        return
-    interrupted = []
-
-    def on_signal(signum, frame):
-        interrupted.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_signal)
-    term = signal.signal(signal.SIGTERM, on_signal)
-    try:
-        yield
-    except (UserError, SystemExit, KeyboardInterrupt):
-        if interrupted:
-            raise Interrupted(interrupted[0]) from None
-        raise
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, term)
-
-
-def _stop_children(running: dict, grace: float = 15.0):
-    """The run was interrupted: ask the stage processes still running to stop (SIGTERM; a training
-    ends at its next batch, Lightning's graceful shutdown) and give them ``grace`` seconds, rather
-    than leave them to the SIGKILL they get when this process exits."""
-    procs = [r[0] for r in running.values() if r[0].poll() is None]
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    deadline = time.time() + grace
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, log):
@@ -595,13 +282,13 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
                 log_file = ctx.out_dir / "stage.log"
                 gpu = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else ""
                 log(f"         {name:<14} started in its own process{gpu}, log: {log_file}")
-                running[name] = (_start_child(ctx, env, log_file), slot, ctx, log_file, time.time())
+                running[name] = (start_child(ctx, env, log_file), slot, ctx, log_file, time.time())
             if progressed:
                 continue
             if not running:
                 break
             while True:
-                _relay_progress(running, relayed, log)
+                relay_progress(running, relayed, log)
                 if finished := [n for n, r in running.items() if r[0].poll() is not None]:
                     break
                 time.sleep(0.2)
@@ -609,34 +296,16 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
                 proc, slot, ctx, log_file, t0 = running.pop(name)
                 free.append(slot)
                 try:
-                    finish(ctx, _child_result(ctx, proc.returncode, log_file), t0)
+                    finish(ctx, child_result(ctx, proc.returncode, log_file), t0)
                 except UserError as e:
                     failed.append(e)
                     if running:
                         log(f"error: {e}; waiting for {', '.join(running)} to finish")
     except KeyboardInterrupt:
-        _stop_children(running)
+        stop_children(running)
         raise
     if failed:
         raise failed[0]
-
-
-def _relay_progress(running: dict, relayed: dict, log):
-    """Echo the progress lines (``epoch 3/40: ...``, ClassifierModule._say_progress), warnings and
-    resumes (``[cnn1] resuming from ...``) that stages in their own processes wrote to their logs
-    since the last look, under the stage's name."""
-    for name, (_, _, _, log_file, _) in running.items():
-        try:
-            with open(log_file, "rb") as f:
-                f.seek(relayed.get(name, 0))
-                chunk = f.read()
-        except OSError:
-            continue
-        whole = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next look
-        relayed[name] = relayed.get(name, 0) + len(whole)
-        for line in whole.decode(errors="replace").splitlines():
-            if line.startswith(("epoch ", "warning: ", f"[{name}] ")):
-                log(f"         {name:<14} {line.removeprefix(f'[{name}] ')}")
 
 
 def _expand_names(pipe: Pipeline, names) -> list:
@@ -659,23 +328,3 @@ def _descendants(pipe: Pipeline, name: str) -> set:
                 out.add(s.name)
                 changed = True
     return out
-
-
-def _write_manifest(ctx: StageContext, stage: Stage, metrics: dict, version: dict, t0: float):
-    from stages import KINDS
-
-    outputs = {}
-    for name, rel in KINDS[stage.kind].OUTPUTS.items():
-        p = ctx.out_dir / rel
-        if not p.is_file():
-            raise UserError(f"stage '{ctx.name}' finished without writing its output '{name}' ({p})")
-        outputs[name] = {"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size}
-    atomic_write_json(ctx.out_dir / "manifest.json", {
-        "stage": ctx.name, "kind": ctx.kind, "key": ctx.key,
-        "config_hash": sha256_json(stage.config),
-        "inputs": {r: {"path": p, "sha256": ctx.input_hashes[r]} for r, p in ctx.input_refs.items()},
-        "outputs": outputs,
-        "metrics": metrics, "code_version": version,
-        "timings": {"started": datetime.fromtimestamp(t0, timezone.utc).isoformat(),
-                    "finished": datetime.now(timezone.utc).isoformat(), "seconds": round(time.time() - t0, 2)},
-    })

@@ -66,8 +66,11 @@ def run_stage_job(job_path: str) -> int:
     return 0
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # what interrupts a run (interrupts_win_over_stage_failures)
+
+
 def _die_with_parent():  # Linux: a stage process must not outlive a runner killed with SIGKILL
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by start_child around the fork
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by start_child around the fork
     try:
         import ctypes
 
@@ -85,13 +88,13 @@ def start_child(ctx: StageContext, env: dict | None = None, log_file: Path | Non
     job.with_suffix(".result.json").unlink(missing_ok=True)
     out = open(log_file, "w") if log_file else None
     linux = sys.platform.startswith("linux")
-    # Ctrl-C during the fork would raise KeyboardInterrupt inside the fork's handlers, which Python
-    # only prints: held back until the child exists, it interrupts the runner as anywhere else.
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if linux else None
+    # Ctrl-C or SIGTERM during the fork would raise KeyboardInterrupt inside the fork's handlers,
+    # which Python only prints: held back until the child exists, it interrupts the runner as anywhere else.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS) if linux else None
     try:
         return subprocess.Popen([sys.executable, "-m", "fer_lightning", "_stage", str(job)],
-                                env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                preexec_fn=_die_with_parent if linux else None)
+                                env={**os.environ, **(env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT if out else None, preexec_fn=_die_with_parent if linux else None)
     finally:
         if held is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)

@@ -1,5 +1,6 @@
 """The LightningCLI behind ``fer-lightning train`` and the training stages."""
 
+import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -21,6 +22,20 @@ def strict_yaml_load(text: str):
     return get_loader("yaml")(text)
 
 
+class Trainer(L.Trainer):
+    """Lightning's Trainer with ``limit_*_batches`` typed ``int | float`` instead of ``float | int``.
+    The CLI tries a union's types in order, so with Lightning's order ``limit_train_batches: 1``
+    became 1.0 — the whole epoch — where in Python ``1`` means one batch; now it is one batch
+    here too, and ``0.5`` (or ``1.0``) is still a fraction."""
+
+    def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
+                 limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
+                 **kwargs):
+        super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+                         limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
+                         **kwargs)
+
+
 class FERLightningCLI(LightningCLI):
     """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``),
     ``predict`` writing ``predictions.npz``, seed 0, and W&B (offline) as the default logger."""
@@ -35,7 +50,8 @@ class FERLightningCLI(LightningCLI):
         set_loader("yaml_strict", strict_yaml_load, exceptions=(yaml.YAMLError,))
         kwargs["parser_kwargs"] = {"parser_mode": "yaml_strict", "prog": "fer-lightning train",
                                    **kwargs.get("parser_kwargs", {})}
-        super().__init__(ClassifierModule, TensorDataModule, *args, subclass_mode_data=True, **kwargs)
+        super().__init__(ClassifierModule, TensorDataModule, *args, subclass_mode_data=True, trainer_class=Trainer,
+                         **kwargs)
 
     def add_arguments_to_parser(self, parser):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")

@@ -27,10 +27,16 @@ def fer(*args, env=None, timeout=300):
 
 def test_train_fit_validate_test_predict_and_print_config(tmp_path):
     root = ["--trainer.default_root_dir", str(tmp_path), "--checkpoint.dirpath", str(tmp_path / "ckpt")]
-    r = fer("train", "fit", *CONFIGS, *TINY, *root)
+    # limit_train_batches 1: one batch, as Trainer(limit_train_batches=1) in Python (Lightning's
+    # float-first type made it 1.0, the whole epoch, through the CLI)
+    r = fer("train", "fit", *CONFIGS, *TINY, *root, "--trainer.limit_train_batches", "1",
+            "--data.init_args.batch_size", "16")
     assert r.returncode == 0, r.stderr[-2000:]
     ckpt = tmp_path / "ckpt" / "best.ckpt"
     assert ckpt.is_file() and (tmp_path / "ckpt" / "last.ckpt").is_file()
+    import torch
+
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 1
     for sub in ("validate", "test", "predict"):
         r = fer("train", sub, *CONFIGS, *TINY, *root, "--ckpt_path", str(ckpt))
         assert r.returncode == 0, (sub, r.stderr[-2000:])
@@ -42,9 +48,10 @@ def test_train_fit_validate_test_predict_and_print_config(tmp_path):
     pred = np.load(tmp_path / "predictions.npz")  # written by `predict` (the test split)
     assert pred["probs"].shape == (35, 7) and pred["features"].shape == (35, 8)  # fc [8, 8]
     np.testing.assert_allclose(pred["probs"].sum(1), 1, rtol=1e-5)
-    r = fer("train", "fit", *CONFIGS, "--print_config")
+    r = fer("train", "fit", *CONFIGS, "--print_config", "--trainer.limit_val_batches", "0.5")
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = yaml.safe_load(r.stdout)
+    assert cfg["trainer"]["limit_val_batches"] == 0.5  # a fraction stays one
     assert cfg["model"]["net"]["class_path"] == "fer_lightning.models.CNN2"
     assert cfg["data"]["class_path"] == "fer_lightning.data.SyntheticFacesDataModule"
     assert cfg["checkpoint"]["monitor"] == "val/acc"

@@ -31,6 +31,14 @@ class Trainer(L.Trainer):
     def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
                  limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
                  **kwargs):
+        """
+        Args:
+            limit_train_batches: how much of the training set an epoch uses: an int, that many
+                batches (1: one batch); a float, that fraction (1.0: all). Default: all.
+            limit_val_batches: the same for each validation.
+            limit_test_batches: the same for testing.
+            limit_predict_batches: the same for prediction.
+        """
         super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
                          limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches,
                          **kwargs)

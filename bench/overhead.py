@@ -174,6 +174,36 @@ def loader_rate(dm, device, batches=None) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def loader_profile(dm, device, batches: int = 20) -> str:
+    """Where one loader batch's time goes (torch.profiler): its wall time, the CPU time of the ops
+    it dispatches, and on a GPU its kernels and their busy time. A loader bound by launches shows
+    a wall time far above the kernels' busy time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    images, _ = _device_split(dm, device)
+    idxs = list(_device_batches(dm, device))
+    idxs = (idxs * -(-batches // len(idxs)))[:batches]
+    for idx in idxs[:3]:  # warm-up: the parameter pool, first-call costs
+        model_input(images[idx], dm.augment)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for idx in idxs:
+            model_input(images[idx], dm.augment)
+        _sync(device)
+        wall = (time.perf_counter() - t0) / len(idxs) * 1e6
+    events = prof.key_averages()
+    cpu_ops = sum(e.count for e in events if e.key.startswith("aten::")) / len(idxs)
+    line = f"{wall:.0f} us wall per batch (under the profiler), {cpu_ops:.0f} aten ops dispatched"
+    if device.type == "cuda":
+        cuda = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = sum(e.count for e in cuda) / len(idxs)
+        busy = sum(getattr(e, "self_device_time_total", 0) for e in cuda) / len(idxs)
+        line += f", {kernels:.1f} kernels busy {busy:.0f} us"
+    return line
+
+
 def step_rate(factory, dm, device, batches: int) -> float:
     """Images/s of forward + backward + optimiser step on ready (augmented) batches."""
     net = factory().to(device, memory_format=torch.channels_last).train()
@@ -328,6 +358,12 @@ def data_path(device, args, results):
         results.append(load >= 10 * step)
         print(f"data path {model} ({side}x{side}, batch {batch}): loader {load:.0f} img/s, step {step:.0f} img/s, "
               f"loader/step = {load / step:.1f}x (target >= 10x) {verdict(results[-1])}", flush=True)
+        if model == "CNN2":  # the loader nearest its target: where a batch's time goes
+            try:
+                profiled = loader_profile(mdm, device)
+            except Exception as e:  # a profiler API that differs on the device's torch: the rest still runs
+                profiled = f"failed ({type(e).__name__}: {e})"
+            print(f"loader profile {model} ({side}x{side}, batch {batch}): {profiled}", flush=True)
 
 
 def switches(factory, dm, device, args):

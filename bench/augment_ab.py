@@ -1,5 +1,6 @@
 """Batch augmentation, this tree's against a commit's: kernel-launching operators per batch (on a
-GPU each is at least one launch, which is what a 48×48 batch's augmentation costs there) and the
+GPU each is at least one launch, which is what a 48×48 batch's augmentation costs there), all the
+operators dispatched (views included) and the
 loader path's images/s on this machine (index, float, augment, normalise: the data module's
 ``model_input``), alternating the two.
 
@@ -44,12 +45,14 @@ def loader(images, aug, batch, n):
         model_input(images[perm[i * batch:(i + 1) * batch]], aug)
 
 
-def kernel_ops(images, aug, batch, n=8):
+def op_counts(images, aug, batch, n=8) -> tuple[float, float]:
+    """Per batch: the kernel-launching operators, and all the operators dispatched (views too: on a
+    GPU those cost CPU time between launches, though they launch nothing)."""
     loader(images, aug, batch, 3)  # warm-up (a pooled version draws its pool here)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         loader(images, aug, batch, n)
-    return sum(1 for e in prof.events()
-               if e.cpu_parent is None and e.name.startswith("aten::") and e.name[6:] not in VIEWS) / n
+    top = [e.name for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::")]
+    return sum(1 for name in top if name[6:] not in VIEWS) / n, len(top) / n
 
 
 def main(argv=None):
@@ -64,7 +67,7 @@ def main(argv=None):
     for label, kw in RECIPES.items():
         for batch in (64, 256):
             augs = {"base": base_cls(**kw), "this": BatchAugment(**kw)}
-            ops = {k: kernel_ops(images, a, batch) for k, a in augs.items()}
+            ops = {k: op_counts(images, a, batch) for k, a in augs.items()}
             times = {k: [] for k in augs}
             for _ in range(args.rounds):
                 for k, a in augs.items():
@@ -72,7 +75,8 @@ def main(argv=None):
                     loader(images, a, batch, args.batches)
                     times[k].append(time.perf_counter() - t0)
             rate = {k: args.batches * batch / statistics.median(v) for k, v in times.items()}
-            print(f"{label}, batch {batch}: kernel ops per batch {ops['base']:.1f} -> {ops['this']:.1f}; "
+            print(f"{label}, batch {batch}: kernel ops per batch {ops['base'][0]:.1f} -> {ops['this'][0]:.1f}, "
+                  f"all ops {ops['base'][1]:.1f} -> {ops['this'][1]:.1f}; "
                   f"loader {rate['base']:.0f} -> {rate['this']:.0f} img/s (1 thread, median of {args.rounds}): "
                   f"{rate['this'] / rate['base']:.2f}x", flush=True)
 

@@ -7,7 +7,8 @@ On a GPU a 48×48 batch costs little to compute and a lot to launch: building 64
 some 25 tiny kernels, more than the resampling itself. So the random parameters are drawn for
 ``pool`` images at once (one FER2013 epoch by default) and each batch takes the next slice of
 them, and the sampling grid is built as the outer sum of its x and y parts (3 kernels) instead of
-``F.affine_grid``'s matrix product (which is also 3× slower on the CPU).
+``F.affine_grid``'s matrix product (which is also 3× slower on the CPU). The pool keeps the
+parameters in the shapes they broadcast in, so a batch dispatches no view operators either.
 """
 
 import functools
@@ -23,13 +24,33 @@ def pixel_centres(n: int, device: torch.device, dtype: torch.dtype) -> torch.Ten
     return (torch.arange(n, device=device, dtype=dtype) * 2 + 1) / n - 1
 
 
+@functools.lru_cache(maxsize=16)
+def _centres_along(axis: int, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``pixel_centres`` shaped ``[1, 1, 1, 1]`` but for ``n`` along ``axis``: to broadcast over a
+    grid ``[B, h, w, 2]`` (along w: axis 2; h: 1) or a batch ``[B, C, h, w]`` (h: 2; w: 3)."""
+    shape = [1, 1, 1, 1]
+    shape[axis] = n
+    return pixel_centres(n, device, dtype).view(shape)
+
+
+def grid_columns(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three columns of affine transforms ``theta [B, 2, 3]``, each shaped ``[B, 1, 1, 2]``
+    for :func:`grid_from_columns`. Done once per parameter pool, so that a batch's grid needs no
+    reshaping: on a GPU each view op is CPU time spent dispatching, not computing."""
+    return tuple(theta[:, None, None, :, i].contiguous() for i in range(3))
+
+
+def grid_from_columns(cx: torch.Tensor, cy: torch.Tensor, c0: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``grid[b, i, j] = cx[b] * x_j + cy[b] * y_i + c0[b]``, ``[B, h, w, 2]``: 3 kernels."""
+    along_x = cx * _centres_along(2, w, cx.device, cx.dtype)                       # [B, 1, w, 2]
+    along_y = torch.addcmul(c0, cy, _centres_along(1, h, cx.device, cx.dtype))     # [B, h, 1, 2]
+    return along_y + along_x
+
+
 def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """``F.affine_grid(theta, [B, C, h, w], align_corners=False)``, built as x-part + y-part:
     ``grid[b, i, j] = theta[b, :, 0] * x_j + theta[b, :, 1] * y_i + theta[b, :, 2]``."""
-    xs, ys = pixel_centres(w, theta.device, theta.dtype), pixel_centres(h, theta.device, theta.dtype)
-    along_x = theta[:, None, :, 0] * xs[None, :, None]                                       # [B, w, 2]
-    along_y = torch.addcmul(theta[:, None, :, 2], theta[:, None, :, 1], ys[None, :, None])   # [B, h, 2]
-    return along_y[:, :, None, :] + along_x[:, None, :, :]                                   # [B, h, w, 2]
+    return grid_from_columns(*grid_columns(theta), h, w)
 
 
 class BatchAugment:
@@ -82,8 +103,8 @@ class BatchAugment:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         p = self._take(x)
-        x = F.grid_sample(x, affine_grid(p["theta"], h, w), mode="bilinear", padding_mode="border",
-                          align_corners=False)
+        x = F.grid_sample(x, grid_from_columns(p["tx"], p["ty"], p["t0"], h, w), mode="bilinear",
+                          padding_mode="border", align_corners=False)
         if self.brightness > 0:
             x = (x * p["brightness"].view(b, 1, 1, 1)).clamp_(0, 1)
         if self.pad_crop > 0:
@@ -96,7 +117,7 @@ class BatchAugment:
     def _take(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The next ``len(x)`` images' parameters from the pool (slices: no kernel launches)."""
         b, key = len(x), (torch.initial_seed(), x.device, x.dtype, tuple(x.shape[-2:]))
-        if key != self._key or self._used + b > len(self._pool["theta"]):
+        if key != self._key or self._used + b > len(self._pool["tx"]):
             self._pool, self._key, self._used = self._draw(max(self.pool, b), *key[1:]), key, 0
         out = {k: v[self._used:self._used + b] for k, v in self._pool.items()}
         self._used += b
@@ -110,8 +131,8 @@ class BatchAugment:
         tx, ty = (u[:, 2] * 2 - 1) * self.max_translate * 2, (u[:, 3] * 2 - 1) * self.max_translate * 2
         flip = torch.where(u[:, 4] < 0.5, -1.0, 1.0) if self.hflip else torch.ones_like(angle)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        pool = {"theta": torch.stack([torch.stack([cos * flip, -sin, tx], 1),
-                                      torch.stack([sin * flip, cos, ty], 1)], 1)}
+        theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+        pool = dict(zip(("tx", "ty", "t0"), grid_columns(theta)))
         if self.brightness > 0:
             pool["brightness"] = 1 + (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * self.brightness
         if self.pad_crop > 0:   # a whole-pixel shift: a pure translation
@@ -119,31 +140,32 @@ class BatchAugment:
             crop = torch.zeros(n, 2, 3, device=device, dtype=dtype)
             crop[:, 0, 0] = crop[:, 1, 1] = 1
             crop[:, 0, 2], crop[:, 1, 2] = shift[:, 0] * 2 / w, shift[:, 1] * 2 / h
-            pool["crop"] = crop
+            pool.update(zip(("crop_x", "crop_y", "crop_0"), grid_columns(crop)))
         if self.erase_p > 0:    # the rectangle's edges as fractions of the side, and whether to erase
             e = torch.rand(n, 5, device=device, dtype=dtype)
             area = 0.02 + e[:, 0] * 0.23
             aspect = torch.exp((e[:, 1] * 2 - 1) * math.log(3.3))
             eh, ew = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
             top, left = e[:, 2] * (1 - eh), e[:, 3] * (1 - ew)
-            pool["erase"] = torch.stack([top, top + eh, left, left + ew], 1) * 2 - 1   # grid coordinates
-            pool["erase_on"] = e[:, 4] < self.erase_p
+            # the rectangle's edges in grid coordinates, each [n, 1, 1, 1] to broadcast over [B, 1, h, w]
+            edges = (torch.stack([top, top + eh, left, left + ew], 1) * 2 - 1).view(n, 4, 1, 1, 1)
+            pool.update(zip(("erase_top", "erase_bottom", "erase_left", "erase_right"), edges.unbind(1)))
+            pool["erase_on"] = (e[:, 4] < self.erase_p).view(n, 1, 1, 1)
         return pool
 
     # -- the optional regularisers ------------------------------------------------------------
     def _pad_crop(self, x, p=None):
         p = p if p is not None else self._take(x)
-        grid = affine_grid(p["crop"], *x.shape[-2:])
+        grid = grid_from_columns(p["crop_x"], p["crop_y"], p["crop_0"], *x.shape[-2:])
         return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
     def _erase(self, x, p=None):
         p = p if p is not None else self._take(x)
         h, w = x.shape[-2:]
-        ys, xs = pixel_centres(h, x.device, x.dtype), pixel_centres(w, x.device, x.dtype)
-        e = p["erase"]
-        rows = (ys >= e[:, 0:1]) & (ys < e[:, 1:2]) & p["erase_on"][:, None]   # [B, h]
-        cols = (xs >= e[:, 2:3]) & (xs < e[:, 3:4])                            # [B, w]
-        return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.5)
+        ys, xs = _centres_along(2, h, x.device, x.dtype), _centres_along(3, w, x.device, x.dtype)
+        rows = (ys >= p["erase_top"]) & (ys < p["erase_bottom"]) & p["erase_on"]   # [B, 1, h, 1]
+        cols = (xs >= p["erase_left"]) & (xs < p["erase_right"])                     # [B, 1, 1, w]
+        return x.masked_fill(rows & cols, 0.5)
 
     def __repr__(self):
         return (f"BatchAugment(hflip={self.hflip}, max_rotate_deg={math.degrees(self.max_rotate):g}, "

@@ -151,3 +151,23 @@ def test_wandb_lineage_of_foreach_copies(tmp_path, monkeypatch):
                 {"checkpoint": tmp_path / "model.ckpt"})
     assert run.config["input_artifacts"] == {"hog_lbp@0.features": "jaffe-loso-hog_lbp-0-features"}
     run.finish()
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned(monkeypatch, capsys, tmp_path):
+    """bf16 autocast trains ~1.9x faster on a CPU with avx512_bf16 and many times slower on one
+    without: the trainer built for such a CPU says so (the flag read from /proc/cpuinfo is what is
+    replaced here; the trainer is real)."""
+    from fer_lightning import train_cli
+    from stages.train import parse_config
+
+    assert train_cli.cpu_has_bf16() in (True, False, None)
+    cfg = {"model": {"net": {"class_path": "fer_lightning.models.CNN2"}},
+           "data": {"class_path": "fer_lightning.data.SyntheticFacesDataModule",
+                    "init_args": {"num_train": 8, "num_val": 8, "num_test": 8}},
+           "trainer": {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed", "max_epochs": 1,
+                       "default_root_dir": str(tmp_path), "logger": False}}
+    for has, warned in ((False, True), (True, False)):
+        monkeypatch.setattr(train_cli, "cpu_has_bf16", lambda: has)
+        parse_config("cnn", cfg, build=True)
+        err = capsys.readouterr().err
+        assert ("warning: trainer.precision bf16-mixed on a CPU without bfloat16 instructions" in err) == warned

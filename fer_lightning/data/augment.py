@@ -101,12 +101,12 @@ class BatchAugment:
         self.reset()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
+        h, w = x.shape[-2:]
         p = self._take(x)
         x = F.grid_sample(x, grid_from_columns(p["tx"], p["ty"], p["t0"], h, w), mode="bilinear",
                           padding_mode="border", align_corners=False)
         if self.brightness > 0:
-            x = (x * p["brightness"].view(b, 1, 1, 1)).clamp_(0, 1)
+            x = (x * p["brightness"]).clamp_(0, 1)
         if self.pad_crop > 0:
             x = self._pad_crop(x, p)
         if self.erase_p > 0:
@@ -134,7 +134,7 @@ class BatchAugment:
         theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
         pool = dict(zip(("tx", "ty", "t0"), grid_columns(theta)))
         if self.brightness > 0:
-            pool["brightness"] = 1 + (torch.rand(n, device=device, dtype=dtype) * 2 - 1) * self.brightness
+            pool["brightness"] = 1 + (torch.rand(n, 1, 1, 1, device=device, dtype=dtype) * 2 - 1) * self.brightness
         if self.pad_crop > 0:   # a whole-pixel shift: a pure translation
             shift = torch.randint(-self.pad_crop, self.pad_crop + 1, (n, 2), device=device).to(dtype)
             crop = torch.zeros(n, 2, 3, device=device, dtype=dtype)

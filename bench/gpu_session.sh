@@ -34,6 +34,7 @@ if [ "$step" = prepare ]; then
   # under 64 MiB: the FER2013 pack is 55 MB, the repository ~10 MB (the kept probabilities in
   # results/ grow it). So only what the device lacks: jsonargparse and its two `signatures`
   # packages (it has PyYAML and typing-extensions), and the FER+ votes only for the ferplus step.
+  [ -f "$SHARED/data/fer2013/fer2013.pack.xz" ] || { echo "prepare: no $SHARED/data/fer2013/fer2013.pack.xz (SHARED=path/to/shared)" >&2; exit 1; }
   rm -rf .carry && mkdir -p .carry/wheels
   cp "$SHARED/data/fer2013/fer2013.pack.xz" "$SHARED/tools/fer2013_pack.py" .carry/
   [ "${FERPLUS:-0}" = 1 ] && cp "$SHARED/data/fer2013/fer2013new.csv" .carry/

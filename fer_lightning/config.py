@@ -82,7 +82,8 @@ def set_dotted(doc: dict, dotted: str, value) -> None:
         if isinstance(doc, list):
             if not (k.isdigit() and int(k) < len(doc)):
                 raise UserError(f"--set {dotted}: '{'.'.join(keys[:i])}' is a list of {len(doc)}: "
-                                f"'{k}' is no index of it (0 to {len(doc) - 1}); set the whole list to change its length")
+                                f"'{k}' is no index of it (0 to {len(doc) - 1}); "
+                                f"set the whole list to change its length")
             k = int(k)
         elif not isinstance(doc, dict):
             raise UserError(f"--set {dotted}: '{'.'.join(keys[:i])}' is {doc!r}, not a mapping or a list")

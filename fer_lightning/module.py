@@ -38,6 +38,11 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     })
 
 
+def default_optimizer(params):
+    """The optimiser of a model config that names none."""
+    return torch.optim.Adam(params, lr=1e-3)
+
+
 class ClassifierModule(L.LightningModule):
     """Cross-entropy training of any ``net`` with ``features``/``classifier`` (see models/).
 
@@ -237,8 +242,7 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        opt = (self.optimizer_factory(params) if self.optimizer_factory
-               else torch.optim.Adam(params, lr=1e-3))
+        opt = self.optimizer_factory(params) if self.optimizer_factory else default_optimizer(params)
         if self.scheduler_factory is None:
             return opt
         scheduler = self.scheduler_factory(opt)

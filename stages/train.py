@@ -46,14 +46,16 @@ def check(name: str, config: dict, inputs) -> None:
     parse_config(name, _with_teacher(name, config, inputs))
     model = config.get("model") or {}
     optimizer, scheduler = model.get("optimizer"), model.get("scheduler")
-    if not any(isinstance(x, dict) for x in (optimizer, scheduler)) or \
-            optimizer is not None and not isinstance(optimizer, dict):
-        return  # the module's defaults (Adam, no schedule), or an optimiser given another way
+    if optimizer is not None and not isinstance(optimizer, dict):
+        return  # given another way than class_path + init_args: parse_config has checked it
+    if optimizer is None and not isinstance(scheduler, dict):
+        return  # the module's defaults: nothing of the user's to build
     import torch
 
+    from fer_lightning.module import default_optimizer
+
     params = [torch.nn.Parameter(torch.zeros(1))]
-    opt = (instantiate(optimizer, f"stages.{name}.model.optimizer", params) if isinstance(optimizer, dict)
-           else torch.optim.Adam(params, lr=1e-3))  # ClassifierModule's default
+    opt = instantiate(optimizer, f"stages.{name}.model.optimizer", params) if optimizer else default_optimizer(params)
     if isinstance(scheduler, dict):
         instantiate(scheduler, f"stages.{name}.model.scheduler", opt)
 

@@ -290,10 +290,10 @@ def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_ru
 
 
 def test_the_runner_relays_progress_warnings_and_resumes_from_stage_logs(tmp_path):
-    from fer_lightning.pipeline.processes import relay_progress
+    from fer_lightning.pipeline.processes import Running, relay_progress
 
     log_file, said, relayed = tmp_path / "stage.log", [], {}
-    running = {"cnn1": (None, 0, None, log_file, 0.0)}
+    running = {"cnn1": Running(None, 0, None, log_file, 0.0)}
     log_file.write_text("GPU available: False\n[cnn1] resuming from last.ckpt\nepoch 3/40: train loss 1.2, "
                         "val acc 50.00 % (9 s)\nwarning: x\nepoch 4/40: train lo")   # the last line unfinished
     relay_progress(running, relayed, said.append)

@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from fer_lightning.artifacts import atomic_write_json
 from fer_lightning.errors import UserError
@@ -94,7 +95,8 @@ def start_child(ctx: StageContext, env: dict | None = None, log_file: Path | Non
     try:
         return subprocess.Popen([sys.executable, "-m", "fer_lightning", "_stage", str(job)],
                                 env={**os.environ, **(env or {})}, stdout=out,
-                                stderr=subprocess.STDOUT if out else None, preexec_fn=_die_with_parent if linux else None)
+                                stderr=subprocess.STDOUT if out else None,
+                                preexec_fn=_die_with_parent if linux else None)
     finally:
         if held is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
@@ -173,11 +175,20 @@ def interrupts_win_over_stage_failures():
         signal.signal(signal.SIGTERM, term)
 
 
+class Running(NamedTuple):
+    """A stage running in a process of its own (the runner keeps ``{stage name: Running}``)."""
+    proc: subprocess.Popen
+    slot: int               # which of the runner's concurrent slots it holds
+    ctx: StageContext
+    log_file: Path
+    started: float          # time.time() at its start
+
+
 def stop_children(running: dict, grace: float = 15.0):
     """The run was interrupted: ask the stage processes still running to stop (SIGTERM; a training
     ends at its next batch, Lightning's graceful shutdown) and give them ``grace`` seconds, rather
     than leave them to the SIGKILL they get when this process exits."""
-    procs = [r[0] for r in running.values() if r[0].poll() is None]
+    procs = [r.proc for r in running.values() if r.proc.poll() is None]
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
     deadline = time.time() + grace
@@ -192,9 +203,9 @@ def relay_progress(running: dict, relayed: dict, log):
     """Echo the progress lines (``epoch 3/40: ...``, ClassifierModule._say_progress), warnings and
     resumes (``[cnn1] resuming from ...``) that stages in their own processes wrote to their logs
     since the last look, under the stage's name."""
-    for name, (_, _, _, log_file, _) in running.items():
+    for name, r in running.items():
         try:
-            with open(log_file, "rb") as f:
+            with open(r.log_file, "rb") as f:
                 f.seek(relayed.get(name, 0))
                 chunk = f.read()
         except OSError:

@@ -17,7 +17,7 @@ from fer_lightning.artifacts import atomic_write_text, output_dir
 from fer_lightning.errors import DISK_ERRNOS, UserError
 from fer_lightning.pipeline.cache import (Fingerprints, check_done, code_version, input_refs, stage_key,
                                           write_manifest)
-from fer_lightning.pipeline.processes import (StageContext, child_result, execute_in_process_or_child,
+from fer_lightning.pipeline.processes import (Running, StageContext, child_result, execute_in_process_or_child,
                                               interrupts_win_over_stage_failures, relay_progress, start_child,
                                               stop_children, torch_threads)
 from fer_lightning.pipeline.spec import Pipeline, Stage, map_refs
@@ -282,14 +282,14 @@ def _run_concurrently(pipe: Pipeline, prepare, finish, run_here, jobs, threads, 
                 log_file = ctx.out_dir / "stage.log"
                 gpu = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else ""
                 log(f"         {name:<14} started in its own process{gpu}, log: {log_file}")
-                running[name] = (start_child(ctx, env, log_file), slot, ctx, log_file, time.time())
+                running[name] = Running(start_child(ctx, env, log_file), slot, ctx, log_file, time.time())
             if progressed:
                 continue
             if not running:
                 break
             while True:
                 relay_progress(running, relayed, log)
-                if finished := [n for n, r in running.items() if r[0].poll() is not None]:
+                if finished := [n for n, r in running.items() if r.proc.poll() is not None]:
                     break
                 time.sleep(0.2)
             for name in finished:

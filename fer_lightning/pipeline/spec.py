@@ -145,6 +145,11 @@ def data_spec_for(path: str) -> dict:
                     f"or 'synthetic'")
 
 
+# what a stage name or a foreach value may be: '@' marks foreach copies, '.' separates a stage from
+# its output, '/' makes a file input, and each names a folder of the run
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _drop_dataset_params(doc: dict, kinds: dict):
     """Params that describe the pipeline file's dataset (a kind's ``DATASET_PARAMS``, e.g. the
     report's ``split_labels: {test: "test (Public+Private)"}``) say nothing true of another kind
@@ -196,9 +201,7 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
         if bad:
             raise UserError(f"{path}: stages.{name}: unknown key(s) {', '.join(sorted(bad))} "
                             f"(allowed: {', '.join(sorted(STAGE_KEYS))})")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            # '@' marks foreach copies, '.' separates a stage from its output, '/' makes a file input,
-            # and the name is a folder of the run
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise UserError(f"{path}: stages.{name}: a stage name is letters, digits, '_' and '-' only")
         loops[name] = _foreach(st.get("foreach"), f"{path}: stages.{name}.foreach")
     stages = {}
@@ -295,7 +298,7 @@ def _foreach(spec, where: str):
     if not isinstance(values, list) or not values:
         raise UserError(f"{where}.{key}: expected a non-empty list of values")
     for v in values:  # each value names a copy, <stage>@<value>: a folder and a reference
-        if isinstance(v, bool) or not isinstance(v, (int, str)) or not re.fullmatch(r"[A-Za-z0-9_-]+", str(v)):
+        if isinstance(v, bool) or not isinstance(v, (int, str)) or not _NAME.fullmatch(str(v)):
             raise UserError(f"{where}.{key}: value {v!r} must be an integer or a name of letters, digits, "
                             f"'_' and '-'")
     return key, values

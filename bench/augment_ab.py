@@ -5,10 +5,13 @@ loader path's images/s on this machine (index, float, augment, normalise: the da
 ``model_input``), alternating the two.
 
     python bench/augment_ab.py --base 6539083
+    python bench/augment_ab.py --base HEAD --chunked   # this tree through the training loader's
+                                                       # GPU chunks (ChunkedBatches) vs batch by batch
 """
 
 import argparse
 import importlib.util
+import itertools
 import statistics
 import subprocess
 import sys
@@ -21,10 +24,10 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fer_lightning.data.augment import BatchAugment  # noqa: E402
-from fer_lightning.data.base import model_input  # noqa: E402
+from fer_lightning.data.base import CHUNK_BYTES, ChunkedBatches, ShuffledBatches, model_input  # noqa: E402
 
 VIEWS = {"slice", "select", "unsqueeze", "view", "expand", "as_strided", "transpose", "permute", "reshape",
-         "t", "alias", "detach"}
+         "t", "alias", "detach", "narrow", "split", "split_with_sizes", "unbind"}
 RECIPES = {"default": {}, "pad_crop 4 + erase_p 0.5": {"pad_crop": 4, "erase_p": 0.5}}
 
 
@@ -39,18 +42,26 @@ def load_base(rev: str):
     return mod.BatchAugment
 
 
-def loader(images, aug, batch, n):
+def loader(images, aug, batch, n, chunked=False):
+    if chunked:  # the training loader as on a GPU: n batches (whole chunks for the counts below)
+        labels = torch.zeros(len(images), dtype=torch.int64)
+        batches = ChunkedBatches(images, labels, ShuffledBatches(len(images), batch, seed=0),
+                                 lambda x: model_input(x, aug), chunk=CHUNK_BYTES // (batch * images[0].numel() * 4))
+        for _ in itertools.islice(batches, n):
+            pass
+        return
     perm = torch.randperm(len(images))
     for i in range(n):
         model_input(images[perm[i * batch:(i + 1) * batch]], aug)
 
 
-def op_counts(images, aug, batch, n=8) -> tuple[float, float]:
+def op_counts(images, aug, batch, chunked=False, n=56) -> tuple[float, float]:
     """Per batch: the kernel-launching operators, and all the operators dispatched (views too: on a
-    GPU those cost CPU time between launches, though they launch nothing)."""
-    loader(images, aug, batch, 3)  # warm-up (a pooled version draws its pool here)
+    GPU those cost CPU time between launches, though they launch nothing). 56 batches: whole
+    chunks of the training loader at batch 64 (28) and 256 (7)."""
+    loader(images, aug, batch, 3, chunked)  # warm-up (a pooled version draws its pool here)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        loader(images, aug, batch, n)
+        loader(images, aug, batch, n, chunked)
     top = [e.name for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::")]
     return sum(1 for name in top if name[6:] not in VIEWS) / n, len(top) / n
 
@@ -58,8 +69,10 @@ def op_counts(images, aug, batch, n=8) -> tuple[float, float]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="git revision to compare against")
-    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--batches", type=int, default=56)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--chunked", action="store_true",
+                    help="run this tree's side through the training loader (ChunkedBatches)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     base_cls = load_base(args.base)
@@ -67,12 +80,13 @@ def main(argv=None):
     for label, kw in RECIPES.items():
         for batch in (64, 256):
             augs = {"base": base_cls(**kw), "this": BatchAugment(**kw)}
-            ops = {k: op_counts(images, a, batch) for k, a in augs.items()}
+            chunked = {"base": False, "this": args.chunked}
+            ops = {k: op_counts(images, a, batch, chunked[k]) for k, a in augs.items()}
             times = {k: [] for k in augs}
             for _ in range(args.rounds):
                 for k, a in augs.items():
                     t0 = time.perf_counter()
-                    loader(images, a, batch, args.batches)
+                    loader(images, a, batch, args.batches, chunked[k])
                     times[k].append(time.perf_counter() - t0)
             rate = {k: args.batches * batch / statistics.median(v) for k, v in times.items()}
             print(f"{label}, batch {batch}: kernel ops per batch {ops['base'][0]:.1f} -> {ops['this'][0]:.1f}, "

@@ -21,6 +21,7 @@
 """
 
 import argparse
+import itertools
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_lightning.data import BatchAugment, SyntheticFacesDataModule
-from fer_lightning.data.base import ShuffledBatches, model_input
+from fer_lightning.data.base import ChunkedBatches, ShuffledBatches, model_input
 from fer_lightning.models import CNN1, CNN2, CNN3, MultiScaleAttentionCNN, ResNet, TorchvisionNet, VGG1x1, VGGNet
 from fer_lightning.module import ClassifierModule
 
@@ -131,9 +132,12 @@ def _device_split(dm, device):
     return x.to(device), y.to(device)
 
 
-def _device_batches(dm, device):
-    """The batches the data module's training loader yields (epoch 0), ordered on ``device``."""
-    return ShuffledBatches(len(dm.split("train")[1]), dm.batch_size, dm.seed, device)
+def _training_batches(dm, device):
+    """The batches the data module's training loader yields (epoch 0), made ready on ``device`` in
+    the same chunks: the plain loop's data path is the module's."""
+    images, labels = _device_split(dm, device)
+    sampler = ShuffledBatches(len(labels), dm.batch_size, dm.seed, device)
+    return ChunkedBatches(images, labels, sampler, lambda x: model_input(x, dm.augment))
 
 
 def plain_epoch(factory, dm, seed, device, compile: bool | str = False, epochs=1) -> float:
@@ -143,14 +147,13 @@ def plain_epoch(factory, dm, seed, device, compile: bool | str = False, epochs=1
     net = factory().to(device, memory_format=torch.channels_last)
     run_net = torch.compile(net, mode=compile if isinstance(compile, str) else None) if compile else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    images, labels = _device_split(dm, device)
     net.train()
     for _ in range(epochs):
+        batches = _training_batches(dm, device)
         _sync(device)
         t0 = time.perf_counter()
-        for idx in _device_batches(dm, device):
-            x, y = images[idx], labels[idx]
-            x = model_input(x, dm.augment).contiguous(memory_format=torch.channels_last)
+        for x, y in batches:
+            x = x.contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(run_net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -160,16 +163,13 @@ def plain_epoch(factory, dm, seed, device, compile: bool | str = False, epochs=1
 
 
 def loader_rate(dm, device, batches=None) -> float:
-    """Images/s of batching + augmentation + normalisation alone."""
-    images, labels = _device_split(dm, device)
+    """Images/s of batching + augmentation + normalisation alone (the training loader's epoch)."""
+    loader = _training_batches(dm, device)
     n = 0
     _sync(device)
     t0 = time.perf_counter()
-    for i, idx in enumerate(_device_batches(dm, device)):
-        if batches is not None and i >= batches:
-            break
-        model_input(images[idx], dm.augment)  # timed by the sync below
-        n += len(idx)
+    for _, y in itertools.islice(loader, batches):  # timed by the sync below
+        n += len(y)
     _sync(device)
     return n / (time.perf_counter() - t0)
 
@@ -180,26 +180,24 @@ def loader_profile(dm, device, batches: int = 20) -> str:
     a wall time far above the kernels' busy time."""
     from torch.profiler import ProfilerActivity, profile
 
-    images, _ = _device_split(dm, device)
-    idxs = list(_device_batches(dm, device))
-    idxs = (idxs * -(-batches // len(idxs)))[:batches]
-    for idx in idxs[:3]:  # warm-up: the parameter pool, first-call costs
-        model_input(images[idx], dm.augment)
+    loader = _training_batches(dm, device)
+    for _ in loader:  # warm-up: the parameter pool, first-call costs
+        pass
+    epochs = -(-batches // len(loader))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     _sync(device)
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
-        for idx in idxs:
-            model_input(images[idx], dm.augment)
+        n = sum(1 for _ in range(epochs) for _ in loader)
         _sync(device)
-        wall = (time.perf_counter() - t0) / len(idxs) * 1e6
+        wall = (time.perf_counter() - t0) / n * 1e6
     events = prof.key_averages()
-    cpu_ops = sum(e.count for e in events if e.key.startswith("aten::")) / len(idxs)
+    cpu_ops = sum(e.count for e in events if e.key.startswith("aten::")) / n
     line = f"{wall:.0f} us wall per batch (under the profiler), {cpu_ops:.0f} aten ops dispatched"
     if device.type == "cuda":
         cuda = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-        kernels = sum(e.count for e in cuda) / len(idxs)
-        busy = sum(getattr(e, "self_device_time_total", 0) for e in cuda) / len(idxs)
+        kernels = sum(e.count for e in cuda) / n
+        busy = sum(getattr(e, "self_device_time_total", 0) for e in cuda) / n
         line += f", {kernels:.1f} kernels busy {busy:.0f} us"
     return line
 
@@ -327,7 +325,7 @@ def framework_time_per_step(device, args):
     tiny = SyntheticFacesDataModule(num_train=16384, num_val=8, num_test=8, batch_size=32, augment=BatchAugment())
     tiny.setup()
     lightning_epoch(TinyNet, tiny, 0, device)  # warm-up
-    steps = len(_device_batches(tiny, device))
+    steps = len(_training_batches(tiny, device))
     # Epochs of the three loops alternate; each round's differences are taken within the round. One
     # thread: two threads make a step this small slower and far noisier on the 2-core machine.
     threads = torch.get_num_threads()
@@ -350,7 +348,8 @@ def framework_time_per_step(device, args):
 
 def data_path(device, args, results):
     for model, (make, side, batch) in MODELS.items():
-        mdm = SyntheticFacesDataModule(num_train=max(4 * batch, 512), num_val=8, num_test=8, image_size=side,
+        # 32 batches: several of the training loader's chunks, as in a FER2013 epoch
+        mdm = SyntheticFacesDataModule(num_train=32 * batch, num_val=8, num_test=8, image_size=side,
                                        batch_size=batch, augment=BatchAugment())
         mdm.setup()
         load = loader_rate(mdm, device)

@@ -123,6 +123,10 @@ def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path):
     assert "All distributed processes registered. Starting with 2 processes" in r.stdout + r.stderr
     manifest = json.loads((out / "cnn1" / "manifest.json").read_text())
     assert set(manifest["outputs"]) == {"checkpoint", "probs", "features", "metrics"}
+    # each process trains on its half of the batches: 126 Training rows (10 % held out for
+    # validation) are 4 batches of 35, so one epoch is 2 steps per process
+    import torch
+    assert torch.load(out / "cnn1" / "model.ckpt", weights_only=False)["global_step"] == 2
 
 
 def test_wandb_offline_never_needs_the_network(tiny_pipeline, tmp_path):

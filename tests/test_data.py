@@ -1,3 +1,4 @@
+import functools
 import gzip
 
 import numpy as np
@@ -122,9 +123,9 @@ def test_batches_are_normalised_and_augmented_on_device():
     dm = SyntheticFacesDataModule(num_train=70, num_val=14, num_test=14, batch_size=32,
                                   augment=BatchAugment())
     dm.setup()
-    x, y = next(iter(dm.train_dataloader()))
-    assert x.dtype == torch.uint8 and x.shape == (32, 1, 48, 48) and y.shape == (32,)
-    out, _ = dm.on_after_batch_transfer((x, y), 0)  # no trainer attached: no augmentation
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.dtype == torch.uint8 and x.shape == (14, 1, 48, 48) and y.shape == (14,)
+    out, _ = dm.on_after_batch_transfer((x, y), 0)  # no trainer attached: evaluation, no augmentation
     assert out.dtype == torch.float32 and -3 < out.mean() < 3
     # the one-kernel normalisation is (x / 255 - MEAN) / STD, from uint8 or from floats in [0, 1]
     assert torch.allclose(out, (x.float() / 255 - MEAN) / STD, atol=1e-5)
@@ -132,6 +133,43 @@ def test_batches_are_normalised_and_augmented_on_device():
     assert torch.allclose(normalise(unit), (unit - MEAN) / STD, atol=1e-5)
     aug = BatchAugment()(x.float())
     assert aug.shape == x.shape and not torch.equal(aug, x.float())
+
+
+def test_training_batches_are_prepared_in_chunks_as_one_by_one():
+    """On a GPU the training loader augments and normalises several batches at once (fewer kernel
+    launches); the batches must be bitwise those that preparing them one at a time gives, with
+    every augmentation option on, and a batch must not span two chunks."""
+    from fer_lightning.data.base import ChunkedBatches, model_input
+
+    aug = dict(brightness=0.2, pad_crop=4, erase_p=0.5)
+    dm = SyntheticFacesDataModule(num_train=100, num_val=14, num_test=14, batch_size=16,
+                                  augment=BatchAugment(**aug))
+    dm.setup()
+    assert dm.train_dataloader().chunk == 1      # on the CPU: one batch at a time
+    images, labels = dm.split("train")
+    chunked = ChunkedBatches(images, labels, ShuffledBatches(100, 16, seed=0), functools.partial(
+        model_input, augment=BatchAugment(**aug)), chunk=3)
+    assert len(chunked) == 7
+    torch.manual_seed(5)
+    got = list(chunked)
+    torch.manual_seed(5)
+    for (x, y), (x1, y1) in zip(got, dm.train_dataloader(), strict=True):
+        assert torch.equal(x, x1) and torch.equal(y, y1)
+    assert [len(y) for _, y in got] == [16] * 6 + [4]
+    # without augmentation a training batch is the normalised stored image
+    plain = SyntheticFacesDataModule(num_train=100, num_val=14, num_test=14, batch_size=16, augment=None)
+    plain.setup()
+    x, _ = next(iter(plain.train_dataloader()))
+    idx = next(iter(ShuffledBatches(100, 16, seed=0)))
+    assert torch.equal(x, model_input(plain.split("train")[0][idx]))
+
+
+def test_ddp_processes_share_the_training_batches_evenly():
+    whole = [b.tolist() for b in ShuffledBatches(70, 16, seed=3)]          # 5 batches: 16 × 4 + 6
+    ranks = [ShuffledBatches(70, 16, seed=3, rank=r, world=2) for r in (0, 1)]
+    assert [len(s) for s in ranks] == [3, 3]
+    got = [[b.tolist() for b in s] for s in ranks]
+    assert got[0] == whole[0::2] and got[1] == whole[1::2] + whole[:1]     # padded with the first batch
 
 
 def test_index_batches_are_the_same_wherever_they_are_made():

@@ -2,10 +2,13 @@
 
 A dataset of 48×48 grey faces is small (FER2013 is 83 MB as uint8), so each split is held as one
 uint8 tensor. Batches are index slices of it, built by a batch sampler, with no per-sample work.
-Conversion to float, normalisation and augmentation run on whole batches after the batch reaches
-its device (`on_after_batch_transfer`).
+Training batches are converted to float, augmented and normalised on the device, several batches
+at a time (`ChunkedBatches`); evaluation batches are normalised after they reach their device
+(`on_after_batch_transfer`).
 """
 
+import functools
+import itertools
 from pathlib import Path
 
 import lightning as L
@@ -72,18 +75,68 @@ class ShuffledBatches(OrderedBatches):
     """Shuffled batches of indices whose order depends only on (seed, epoch): a run resumed from a
     checkpoint sees exactly the batches an uninterrupted run would. Lightning calls set_epoch.
     The order is drawn on the CPU (so it is the same on every device) and moved to ``device`` once
-    per epoch."""
+    per epoch.
 
-    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | None = None):
+    With ``world`` > 1 (DDP) process ``rank`` takes every ``world``-th batch, and the first batches
+    are repeated so that every process gets as many (what Lightning's ``DistributedSampler`` does).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | None = None,
+                 rank: int = 0, world: int = 1):
         super().__init__(n, batch_size, device)
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch, self.rank, self.world = seed, 0, rank, world
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        yield from torch.randperm(self.n, generator=gen).to(self.device).split(self.batch_size)
+        batches = torch.randperm(self.n, generator=gen).to(self.device).split(self.batch_size)
+        if self.world > 1:
+            batches = (batches + batches)[: len(self) * self.world][self.rank::self.world]
+        yield from batches
+
+    def __len__(self):
+        return -(-super().__len__() // self.world)
+
+
+# On a GPU, training batches are made ready this many bytes (of float input) at a time: see ChunkedBatches.
+CHUNK_BYTES = 16 << 20
+
+
+class ChunkedBatches:
+    """The training loader: the ``sampler``'s batches of ``images`` made ready for the model by
+    ``prepare`` (augmentation, normalisation) ``chunk`` batches at a time, then yielded one by one.
+
+    On a GPU a 48×48 batch's augmentation is bound by kernel launches, not arithmetic (README,
+    Performance): preparing a chunk of batches with one set of launches divides that cost by the
+    chunk's length, and a batch is then a slice of the chunk (a view: no kernel). By default a
+    chunk holds ``CHUNK_BYTES`` of float input there (7 batches of 256 FER2013 faces, 28 of 64;
+    one batch of 32 RGB 224×224 images), and one batch on the CPU, which has no launches to save
+    and works on a batch while it is in its cache. The augmentation draws each image's parameters
+    in epoch order either way, so the batches are those that preparing them one at a time gives
+    (tested).
+
+    Lightning calls ``set_epoch`` on the ``sampler`` attribute, as for a ``DataLoader``.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, sampler: ShuffledBatches, prepare,
+                 chunk: int | None = None):
+        self.images, self.targets, self.sampler, self.prepare = images, targets, sampler, prepare
+        if chunk is None:
+            on_cpu = images.device.type == "cpu"
+            chunk = 1 if on_cpu else CHUNK_BYTES // (sampler.batch_size * images[0].numel() * 4)
+        self.chunk = max(1, chunk)
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        batches = iter(self.sampler)
+        while group := list(itertools.islice(batches, self.chunk)):
+            idx = torch.cat(group) if len(group) > 1 else group[0]
+            sizes = [len(b) for b in group]
+            yield from zip(self.prepare(self.images[idx]).split(sizes), self.targets[idx].split(sizes))
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -167,23 +220,30 @@ class TensorDataModule(L.LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         return self.loader(*self.split(name), train=train)
 
-    def loader(self, images: torch.Tensor, labels: torch.Tensor, train: bool) -> DataLoader:
-        """Batches of ``(images, labels)``: shuffled training batches or sequential ones. When
-        training on a GPU the whole split moves there once, so batches are sliced on the device."""
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
+    def loader(self, images: torch.Tensor, labels: torch.Tensor, train: bool) -> DataLoader | ChunkedBatches:
+        """Batches of ``(images, labels)``: shuffled training batches, ready for the model
+        (:meth:`batch_input`), or sequential ones. When training on a GPU the whole split moves
+        there once, so batches are sliced on the device."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else None
         if device is not None and device.type == "cuda":
             images, labels = images.to(device), labels.to(device)
         else:
             device = None
-        ds = _IndexedTensors(images, labels)
         if train:
-            sampler = ShuffledBatches(len(ds), self.batch_size, self.seed, device)
-        else:
-            sampler = OrderedBatches(len(ds), self.eval_batch_size, device)
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            sampler = ShuffledBatches(len(labels), self.batch_size, self.seed, device, rank, world)
+            return ChunkedBatches(images, labels, sampler, functools.partial(self.batch_input, train=True))
         # batch_size=None: the sampler already yields whole batches of indices. A private generator:
         # creating an iterator draws a seed from it, and drawing from the global RNG instead would
         # shift augmentation and dropout randomness when a run resumes from a checkpoint.
-        return DataLoader(ds, sampler=sampler, batch_size=None, generator=torch.Generator())
+        sampler = OrderedBatches(len(labels), self.eval_batch_size, device)
+        return DataLoader(_IndexedTensors(images, labels), sampler=sampler, batch_size=None,
+                          generator=torch.Generator())
+
+    def batch_input(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """A batch of stored images as the model takes it: normalised floats, augmented for training."""
+        return model_input(x, self.augment if train else None)
 
     def train_dataloader(self):
         if self.augment is not None:
@@ -207,9 +267,10 @@ class TensorDataModule(L.LightningDataModule):
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.trainer is not None and self.trainer.training:
+            return batch  # the training loader made it ready (ChunkedBatches)
         x, y = batch
-        training = self.augment is not None and self.trainer is not None and self.trainer.training
-        return model_input(x, self.augment if training else None), y
+        return self.batch_input(x, train=False), y
 
 
 def read_teacher(path, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

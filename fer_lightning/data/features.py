@@ -59,6 +59,5 @@ class FeaturesDataModule(TensorDataModule):
     def feature_dim(self) -> int:
         return self.split("train")[0].shape[1]
 
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        x, y = batch
-        return x.float(), y
+    def batch_input(self, x, train):
+        return x.float()

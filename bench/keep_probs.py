@@ -10,6 +10,12 @@ under each RUN_DIR (a pipeline's ``--out`` folder, e.g. one unpacked from a leas
 ``<step>_run.tgz``) it writes ``<to>/<stage>.npz``: the same arrays, probabilities as float16 (half
 the bytes; ``load_npz`` reads them back as float32), compressed; and ``<to>/<stage>.json``, the
 stage's ``metrics.json``. A kept file is a valid ``members`` / ``teacher`` input of a pipeline.
+
+``--no-train`` leaves out the training split's scores (two thirds of the bytes): enough to score
+and fuse the network on the test splits, not to teach from it. What travels to a lent GPU (the
+repository with results/, and the 55 MB FER2013 pack) must stay under 64 MiB.
+
+    python bench/keep_probs.py --no-train results/<folder>/<stage>.npz    # slim a kept file in place
 """
 
 import argparse
@@ -23,10 +29,27 @@ import numpy as np
 from fer_lightning.artifacts import atomic_write_bytes, load_npz
 
 
-def keep(run_dirs, to: Path) -> list[Path]:
+def slim(arrays: dict, no_train: bool) -> bytes:
+    """The arrays as a compressed .npz: probabilities as float16, and without the training
+    split's with ``no_train``."""
+    if no_train:
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("train_")}
+    arrays = {k: v.astype(np.float16) if k.endswith("_probs") else v for k, v in arrays.items()}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def keep(run_dirs, to: Path, no_train: bool = False) -> list[Path]:
     to.mkdir(parents=True, exist_ok=True)
     kept = []
     for run in map(Path, run_dirs):
+        if run.suffix == ".npz":  # a kept file: slim it in place
+            before = run.stat().st_size
+            atomic_write_bytes(run, slim(load_npz(run), no_train))
+            print(f"{run}: {before / 1e6:.2f} -> {run.stat().st_size / 1e6:.2f} MB")
+            kept.append(run)
+            continue
         for probs in sorted(run.glob("*/probs.npz")):
             stage = probs.parent
             manifest = stage / "manifest.json"  # written when the stage finished
@@ -36,10 +59,7 @@ def keep(run_dirs, to: Path) -> list[Path]:
             target = to / f"{stage.name}.npz"
             if target.exists():
                 sys.exit(f"{target} exists: give each run its own --to folder")
-            arrays = {k: v.astype(np.float16) if k.endswith("_probs") else v for k, v in load_npz(probs).items()}
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **arrays)
-            atomic_write_bytes(target, buf.getvalue())
+            atomic_write_bytes(target, slim(load_npz(probs), no_train))
             atomic_write_bytes(to / f"{stage.name}.json", (stage / "metrics.json").read_bytes())
             kept.append(target)
             print(f"{probs} -> {target} ({target.stat().st_size / 1e6:.2f} MB)")
@@ -48,8 +68,11 @@ def keep(run_dirs, to: Path) -> list[Path]:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", help="pipeline output folders (--out of `pipeline run`)")
-    ap.add_argument("--to", required=True, type=Path, help="folder for the kept files, e.g. results/<date>_<device>")
+    ap.add_argument("runs", nargs="+", help="pipeline output folders (--out of `pipeline run`), or kept .npz files")
+    ap.add_argument("--to", type=Path, help="folder for the kept files, e.g. results/<date>_<device>")
+    ap.add_argument("--no-train", action="store_true", help="leave out the training split's scores")
     args = ap.parse_args()
-    if not keep(args.runs, args.to):
+    if args.to is None and not all(r.endswith(".npz") for r in args.runs):
+        ap.error("--to is needed to keep a run folder's networks")
+    if not keep(args.runs, args.to or Path("."), args.no_train):
         sys.exit(f"no finished network's probs.npz under {', '.join(args.runs)}")

@@ -92,6 +92,14 @@ def _kept_probabilities_fuse_as_the_originals(out, tmp_path):
     assert pair[0] == pytest.approx(100 * ours["mean"]["val"]["acc"], abs=1e-4)
     with pytest.raises(SystemExit, match="exists"):  # never overwrites what was kept
         keep([out], kept)
+    # --no-train slims a kept file in place: the training split's scores go, the rest stays as it was
+    import numpy as np
+
+    before = dict(np.load(kept / "cnn3.npz"))
+    keep([kept / "cnn3.npz"], kept, no_train=True)
+    after = np.load(kept / "cnn3.npz")
+    assert "train_probs" in before and set(after) == {k for k in before if not k.startswith("train_")}
+    assert all(np.array_equal(after[k], before[k]) for k in after)
 
 
 def _fusion_head_works_on_images(out):

@@ -170,6 +170,8 @@ def test_ddp_processes_share_the_training_batches_evenly():
     assert [len(s) for s in ranks] == [3, 3]
     got = [[b.tolist() for b in s] for s in ranks]
     assert got[0] == whole[0::2] and got[1] == whole[1::2] + whole[:1]     # padded with the first batch
+    one = [b.tolist() for b in ShuffledBatches(10, 16, seed=3)]            # fewer batches than processes
+    assert [[b.tolist() for b in ShuffledBatches(10, 16, seed=3, rank=r, world=3)] for r in range(3)] == [one] * 3
 
 
 def test_index_batches_are_the_same_wherever_they_are_made():

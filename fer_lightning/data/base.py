@@ -93,7 +93,7 @@ class ShuffledBatches(OrderedBatches):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         batches = torch.randperm(self.n, generator=gen).to(self.device).split(self.batch_size)
         if self.world > 1:
-            batches = (batches + batches)[: len(self) * self.world][self.rank::self.world]
+            batches = (batches * self.world)[: len(self) * self.world][self.rank::self.world]
         yield from batches
 
     def __len__(self):

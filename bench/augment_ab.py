@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fer_lightning.data.augment import BatchAugment  # noqa: E402
-from fer_lightning.data.base import CHUNK_BYTES, ChunkedBatches, ShuffledBatches, model_input  # noqa: E402
+from fer_lightning.data.base import ChunkedBatches, ShuffledBatches, gpu_chunk, model_input  # noqa: E402
 
 VIEWS = {"slice", "select", "unsqueeze", "view", "expand", "as_strided", "transpose", "permute", "reshape",
          "t", "alias", "detach", "narrow", "split", "split_with_sizes", "unbind"}
@@ -46,7 +46,7 @@ def loader(images, aug, batch, n, chunked=False):
     if chunked:  # the training loader as on a GPU: n batches (whole chunks for the counts below)
         labels = torch.zeros(len(images), dtype=torch.int64)
         batches = ChunkedBatches(images, labels, ShuffledBatches(len(images), batch, seed=0),
-                                 lambda x: model_input(x, aug), chunk=CHUNK_BYTES // (batch * images[0].numel() * 4))
+                                 lambda x: model_input(x, aug), chunk=gpu_chunk(batch, images[0].numel()))
         for _ in itertools.islice(batches, n):
             pass
         return

@@ -32,8 +32,9 @@ SHARED=${SHARED:-../shared}
 if [ "$step" = prepare ]; then
   # What travels to the device (tracked files + untracked, unignored ones + the carry) must stay
   # under 64 MiB: the FER2013 pack is 55 MB, the repository ~8 MB (the kept probabilities in
-  # results/ grow it; `bench/keep_probs.py --no-train` slims a kept file that is not a teacher). So only what the device lacks: jsonargparse and its two `signatures`
-  # packages (it has PyYAML and typing-extensions), and the FER+ votes only for the ferplus step.
+  # results/ grow it; `bench/keep_probs.py --no-train` slims a kept file that is not a teacher).
+  # So only what the device lacks: jsonargparse and its two `signatures` packages (it has PyYAML
+  # and typing-extensions), and the FER+ votes only for the ferplus step.
   [ -f "$SHARED/data/fer2013/fer2013.pack.xz" ] || { echo "prepare: no $SHARED/data/fer2013/fer2013.pack.xz (SHARED=path/to/shared)" >&2; exit 1; }
   rm -rf .carry && mkdir -p .carry/wheels
   cp "$SHARED/data/fer2013/fer2013.pack.xz" "$SHARED/tools/fer2013_pack.py" .carry/

@@ -21,6 +21,7 @@
 """
 
 import argparse
+import functools
 import itertools
 import statistics
 import subprocess
@@ -137,7 +138,7 @@ def _training_batches(dm, device):
     the same chunks: the plain loop's data path is the module's."""
     images, labels = _device_split(dm, device)
     sampler = ShuffledBatches(len(labels), dm.batch_size, dm.seed, device)
-    return ChunkedBatches(images, labels, sampler, lambda x: model_input(x, dm.augment))
+    return ChunkedBatches(images, labels, sampler, functools.partial(dm.batch_input, train=True))
 
 
 def plain_epoch(factory, dm, seed, device, compile: bool | str = False, epochs=1) -> float:
@@ -148,8 +149,8 @@ def plain_epoch(factory, dm, seed, device, compile: bool | str = False, epochs=1
     run_net = torch.compile(net, mode=compile if isinstance(compile, str) else None) if compile else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     net.train()
+    batches = _training_batches(dm, device)  # the same epoch-0 batches in every epoch
     for _ in range(epochs):
-        batches = _training_batches(dm, device)
         _sync(device)
         t0 = time.perf_counter()
         for x, y in batches:

@@ -88,8 +88,8 @@ class FERLightningCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if isinstance(trainer.accelerator, CPUAccelerator) and str(trainer.precision).startswith("bf16") \
                 and cpu_has_bf16() is False:
-            # with avx512_bf16 bf16 autocast trained the CPU recipe's VGG 1.9x faster; without, an
-            # earlier machine of this project ran it at 0.09x (README, Performance)
+            # with avx512_bf16, bf16 autocast trained the CPU recipe's VGG 1.4-1.6x faster per epoch;
+            # without, an earlier machine of this project ran it at 0.09x (README, Performance)
             print(f"warning: trainer.precision {trainer.precision} on a CPU without bfloat16 instructions "
                   f"(avx512_bf16, amx_bf16) can be many times slower than 32-true", file=sys.stderr)
         return trainer

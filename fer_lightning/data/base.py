@@ -104,6 +104,11 @@ class ShuffledBatches(OrderedBatches):
 CHUNK_BYTES = 16 << 20
 
 
+def gpu_chunk(batch_size: int, image_numel: int) -> int:
+    """Batches per chunk on a GPU: ``CHUNK_BYTES`` of float input, at least one batch."""
+    return max(1, CHUNK_BYTES // (batch_size * image_numel * 4))
+
+
 class ChunkedBatches:
     """The training loader: the ``sampler``'s batches of ``images`` made ready for the model by
     ``prepare`` (augmentation, normalisation) ``chunk`` batches at a time, then yielded one by one.
@@ -124,8 +129,7 @@ class ChunkedBatches:
                  chunk: int | None = None):
         self.images, self.targets, self.sampler, self.prepare = images, targets, sampler, prepare
         if chunk is None:
-            on_cpu = images.device.type == "cpu"
-            chunk = 1 if on_cpu else CHUNK_BYTES // (sampler.batch_size * images[0].numel() * 4)
+            chunk = 1 if images.device.type == "cpu" else gpu_chunk(sampler.batch_size, images[0].numel())
         self.chunk = max(1, chunk)
 
     def __len__(self):

@@ -285,6 +285,29 @@ def test_sota_pipeline_end_to_end_on_tiny_fer2013(tmp_path):
     assert len(ens["weighted"]["weights"]) == 2
     report = (tmp_path / "out/report/report.md").read_text()
     assert "73.28" in report and "ResNet-18" in report
+    _rescored_under_its_own_tta_the_checkpoint_gives_the_exported_scores(tmp_path, "vggnet")
+
+
+def _rescored_under_its_own_tta_the_checkpoint_gives_the_exported_scores(tmp_path, stage):
+    """bench/tta_rescore.py scores a finished stage's checkpoint under a TTA of the user's: under the
+    stage's own (flip) it gives the probabilities and accuracies the stage exported."""
+    import sys
+
+    from fer_lightning.artifacts import load_npz
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from tta_rescore import rescore
+
+    kept = rescore(tmp_path / "out" / stage, str(tmp_path / "fer.csv"), "flip", tmp_path / "kept")
+    assert kept.name == f"{stage}_flip.npz"
+    ours, theirs = load_npz(kept), load_npz(tmp_path / "out" / stage / "probs.npz")
+    exported = json.loads((tmp_path / "out" / stage / "metrics.json").read_text())
+    rescored = json.loads(kept.with_suffix(".json").read_text())
+    for split in ("public_test", "private_test"):
+        assert np.allclose(ours[f"{split}_probs"], theirs[f"{split}_probs"], atol=1e-3)  # float16 kept
+        assert np.array_equal(ours[f"{split}_labels"], theirs[f"{split}_labels"])
+        assert rescored[split]["acc"] == pytest.approx(exported[split]["acc"])
+    assert "train_probs" not in ours and rescored["tta"] == "flip"
 
 
 def test_cpu_ensemble_and_distilled_student_end_to_end_on_tiny_fer2013(tmp_path):

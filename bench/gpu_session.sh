@@ -64,6 +64,18 @@ pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs
     --out "runs/gpu/$step" --jobs "${JOBS:-auto}" "$@" ${PIPE_ARGS:-} 2>&1 | grep -v "^wandb\|Tip:" | tail -200 > "$OUT/$step.log"
   set -e
   python3 bench/stage_times.py "runs/gpu/$step" >> "$OUT/$step.log"
+  # RESCORE_TTA=flip_crops: every finished network's test scores under that TTA too, made here
+  # because the checkpoints stay on the device (bench/tta_rescore.py; into runs/gpu/$step/rescored)
+  if [ -n "${RESCORE_TTA:-}" ]; then
+    local todo=() ckpt
+    for ckpt in runs/gpu/"$step"/*/model.ckpt; do
+      [ -f "$ckpt" ] && [ ! -f "runs/gpu/$step/rescored/$(basename "$(dirname "$ckpt")")_$RESCORE_TTA.npz" ] \
+        && todo+=("$(dirname "$ckpt")")
+    done
+    [ ${#todo[@]} = 0 ] || timeout -k 5 "${RESCORE_TIMEOUT:-60}" python3 bench/tta_rescore.py "${todo[@]}" \
+      --data /tmp/fer2013.csv --tta "$RESCORE_TTA" --to "runs/gpu/$step/rescored" >> "$OUT/$step.log" 2>&1 \
+      || echo "rescore with $RESCORE_TTA failed or ran out of time: see $OUT/$step.log" | tee -a "$OUT/$step.log"
+  fi
   # metrics, probabilities and stage logs come back; checkpoints, features and fused probabilities
   # (re-made from the members' by the score-fusion stage) stay: a file that comes back is <= 16 MB
   tar czf "$OUT/${step}_run.tgz" --exclude='*.ckpt' --exclude=features.npz --exclude=wandb \

@@ -15,10 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from fer_lightning.artifacts import atomic_write_bytes, atomic_write_json
 from fer_lightning.checkpoints import load_net
 from fer_lightning.data import FER2013DataModule
-from fer_lightning.evaluate import predict_probs
+from fer_lightning.evaluate import device_arg, predict_probs
 from fer_lightning.metrics import score
 from fer_lightning.tta import TTA_MODES
 
@@ -28,7 +30,7 @@ from keep_probs import slim  # noqa: E402  (the same float16, compressed .npz)
 SPLITS = ("public_test", "private_test")
 
 
-def rescore(stage_dir: Path, data: str, tta: str, to: Path) -> Path:
+def rescore(stage_dir: Path, data: str, tta: str, to: Path, device: str = "cpu") -> Path:
     target = to / f"{stage_dir.name}_{tta}.npz"
     if target.exists():
         sys.exit(f"{target} exists: give each run its own --to folder")
@@ -38,7 +40,7 @@ def rescore(stage_dir: Path, data: str, tta: str, to: Path) -> Path:
     for split in SPLITS:
         x, y = dm.split(split)
         start = time.perf_counter()
-        p = predict_probs([net], x, tta=tta)
+        p = predict_probs([net], x, tta=tta, device=device)
         y = y.numpy()
         arrays[f"{split}_probs"], arrays[f"{split}_labels"] = p, y
         metrics[split] = score(p, y, p.shape[1])
@@ -56,9 +58,10 @@ if __name__ == "__main__":
     ap.add_argument("--data", required=True, help="the FER2013 CSV the networks were trained on")
     ap.add_argument("--tta", required=True, choices=TTA_MODES)
     ap.add_argument("--to", type=Path, required=True, help="folder for the kept files")
+    ap.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     for stage in args.stages:
         if not (stage / "model.ckpt").is_file():
             sys.exit(f"{stage}: no model.ckpt (give a finished train stage's folder)")
     for stage in args.stages:
-        print(f"-> {rescore(stage, args.data, args.tta, args.to)}")
+        print(f"-> {rescore(stage, args.data, args.tta, args.to, args.device)}")

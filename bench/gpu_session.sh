@@ -67,14 +67,12 @@ pipeline() {  # pipeline name, then extra `pipeline run` arguments; runs in runs
   # RESCORE_TTA=flip_crops: every finished network's test scores under that TTA too, made here
   # because the checkpoints stay on the device (bench/tta_rescore.py; into runs/gpu/$step/rescored)
   if [ -n "${RESCORE_TTA:-}" ]; then
-    local todo=() ckpt
-    for ckpt in runs/gpu/"$step"/*/model.ckpt; do
-      [ -f "$ckpt" ] && [ ! -f "runs/gpu/$step/rescored/$(basename "$(dirname "$ckpt")")_$RESCORE_TTA.npz" ] \
-        && todo+=("$(dirname "$ckpt")")
-    done
-    [ ${#todo[@]} = 0 ] || timeout -k 5 "${RESCORE_TIMEOUT:-60}" python3 bench/tta_rescore.py "${todo[@]}" \
-      --data /tmp/fer2013.csv --tta "$RESCORE_TTA" --to "runs/gpu/$step/rescored" >> "$OUT/$step.log" 2>&1 \
-      || echo "rescore with $RESCORE_TTA failed or ran out of time: see $OUT/$step.log" | tee -a "$OUT/$step.log"
+    local nets=(runs/gpu/"$step"/*/model.ckpt)
+    if [ -f "${nets[0]}" ]; then  # no match leaves the glob itself
+      timeout -k 5 "${RESCORE_TIMEOUT:-60}" python3 bench/tta_rescore.py "${nets[@]%/model.ckpt}" --skip-existing \
+        --data /tmp/fer2013.csv --tta "$RESCORE_TTA" --to "runs/gpu/$step/rescored" >> "$OUT/$step.log" 2>&1 \
+        || echo "rescore with $RESCORE_TTA failed or ran out of time: see $OUT/$step.log" | tee -a "$OUT/$step.log"
+    fi
   fi
   # metrics, probabilities and stage logs come back; checkpoints, features and fused probabilities
   # (re-made from the members' by the score-fusion stage) stay: a file that comes back is <= 16 MB

@@ -30,15 +30,27 @@ from keep_probs import slim  # noqa: E402  (the same float16, compressed .npz)
 SPLITS = ("public_test", "private_test")
 
 
-def rescore(stage_dir: Path, data: str, tta: str, to: Path, device: str = "cpu") -> Path:
-    target = to / f"{stage_dir.name}_{tta}.npz"
-    if target.exists():
-        sys.exit(f"{target} exists: give each run its own --to folder")
-    net = load_net(str(stage_dir / "model.ckpt"))
+def read_test_splits(data: str) -> dict:
+    """``{split: (uint8 faces, labels)}`` of PublicTest and PrivateTest, read once for every network."""
     dm = FER2013DataModule(data, val_split="PublicTest")  # no holdout cut: only the test splits are read
+    return {split: dm.split(split) for split in SPLITS}
+
+
+def target_path(stage_dir: Path, tta: str, to: Path) -> Path:
+    return to / f"{stage_dir.name}_{tta}.npz"
+
+
+def refuse_existing(target: Path) -> None:
+    if target.exists():  # never overwrites what was kept
+        sys.exit(f"{target} exists: give each run its own --to folder")
+
+
+def rescore(stage_dir: Path, splits: dict, tta: str, to: Path, device: str = "cpu") -> Path:
+    target = target_path(stage_dir, tta, to)
+    refuse_existing(target)
+    net = load_net(str(stage_dir / "model.ckpt"))
     arrays, metrics = {}, {"tta": tta, "model": str(stage_dir / "model.ckpt")}
-    for split in SPLITS:
-        x, y = dm.split(split)
+    for split, (x, y) in splits.items():
         start = time.perf_counter()
         p = predict_probs([net], x, tta=tta, device=device)
         y = y.numpy()
@@ -59,9 +71,13 @@ if __name__ == "__main__":
     ap.add_argument("--tta", required=True, choices=TTA_MODES)
     ap.add_argument("--to", type=Path, required=True, help="folder for the kept files")
     ap.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--skip-existing", action="store_true", help="leave out networks already scored in --to")
     args = ap.parse_args()
-    for stage in args.stages:
+    stages = [st for st in args.stages if not (args.skip_existing and target_path(st, args.tta, args.to).exists())]
+    for stage in stages:  # every problem before the first network is scored, none half-way
         if not (stage / "model.ckpt").is_file():
             sys.exit(f"{stage}: no model.ckpt (give a finished train stage's folder)")
-    for stage in args.stages:
-        print(f"-> {rescore(stage, args.data, args.tta, args.to, args.device)}")
+        refuse_existing(target_path(stage, args.tta, args.to))
+    splits = read_test_splits(args.data) if stages else {}
+    for stage in stages:
+        print(f"-> {rescore(stage, splits, args.tta, args.to, args.device)}")

@@ -296,9 +296,9 @@ def _rescored_under_its_own_tta_the_checkpoint_gives_the_exported_scores(tmp_pat
     from fer_lightning.artifacts import load_npz
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from tta_rescore import rescore
+    from tta_rescore import read_test_splits, rescore
 
-    kept = rescore(tmp_path / "out" / stage, str(tmp_path / "fer.csv"), "flip", tmp_path / "kept")
+    kept = rescore(tmp_path / "out" / stage, read_test_splits(str(tmp_path / "fer.csv")), "flip", tmp_path / "kept")
     assert kept.name == f"{stage}_flip.npz"
     ours, theirs = load_npz(kept), load_npz(tmp_path / "out" / stage / "probs.npz")
     exported = json.loads((tmp_path / "out" / stage / "metrics.json").read_text())

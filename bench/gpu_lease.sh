@@ -71,10 +71,30 @@ for step in ${THEN:-vgg1x1 recipes}; do
   epochs_var=EPOCHS_$step
   case $step in recipes|ferplus|sota|cpu|distill) extra="--set trainer.max_epochs=${!epochs_var:-${RECIPE_EPOCHS:-40}}" ;; esac
   # MAX_TIME=DD:HH:MM:SS ends each training gracefully (Lightning's max_time): the stage still exports
-  # its best checkpoint's results, with epochs_trained in metrics.json; keep it the same in `more`
-  [ -n "${MAX_TIME:-}" ] && extra="$extra --set trainer.max_time=$MAX_TIME"
+  # its best checkpoint's results, with epochs_trained in metrics.json; a longer one in `more`
+  # continues that training (a stage's resume ignores max_time), the timer counting both calls
+  limit=$(cap 600 25)
+  if [ -n "${MAX_TIME:-}" ]; then
+    max_time=$MAX_TIME
+    # A step that starts in this call must end its training before the step's timeout kills it
+    # unexported (2026-12-04: paper 004 trained 44 epochs and left nothing): clip MAX_TIME to the
+    # timeout less START_MARGIN (the stage's start on the real CSV ~55 s, its export, the rest of the
+    # DAG) and less the ten-view scoring that follows the step. Not for a step resumed on a warm machine: Lightning's timer
+    # counts the earlier call's training too, so a per-call clip could end it at once.
+    if [ ! -d "runs/gpu/$step" ]; then
+      rescore=0
+      [ -n "${RESCORE_TTA:-}" ] && rescore=${RESCORE_TIMEOUT:-60}
+      room=$((limit - ${START_MARGIN:-90} - rescore))
+      IFS=: read -r d h m s <<< "$MAX_TIME"
+      if (( room > 0 && ((10#$d * 24 + 10#$h) * 60 + 10#$m) * 60 + 10#$s > room )); then
+        max_time=$(printf "00:%02d:%02d:%02d" $((room / 3600)) $((room % 3600 / 60)) $((room % 60)))
+        note "$step: MAX_TIME $MAX_TIME clipped to $max_time, to end before the step's ${limit} s timeout"
+      fi
+    fi
+    extra="$extra --set trainer.max_time=$max_time"
+  fi
   extra="$extra ${LEASE_ARGS:-}"  # e.g. LEASE_ARGS="--set seed=1": more `pipeline run` options for every step
-  STEP_TIMEOUT=$(cap 600 25) JOBS=${RECIPE_JOBS:-4} PIPE_ARGS="$extra" bash bench/gpu_session.sh "$step" > /dev/null &
+  STEP_TIMEOUT=$limit JOBS=${RECIPE_JOBS:-4} PIPE_ARGS="$extra" bash bench/gpu_session.sh "$step" > /dev/null &
   pids+=($!)
 done
 wait "${pids[@]}"

@@ -8,7 +8,8 @@ outlive the session).
 For every ``<stage>/probs.npz`` of a finished network (a ``train``, ``head`` or ``fuse`` stage)
 under each RUN_DIR (a pipeline's ``--out`` folder, e.g. one unpacked from a lease's
 ``<step>_run.tgz``) it writes ``<to>/<stage>.npz``: the same arrays, probabilities as float16 (half
-the bytes; ``load_npz`` reads them back as float32), compressed; and ``<to>/<stage>.json``, the
+the bytes; ``load_npz`` reads them back as float32), compressed, without FER2013's ``test`` split
+(PublicTest and PrivateTest again, one after the other: ``load_npz`` rebuilds it); and ``<to>/<stage>.json``, the
 stage's ``metrics.json``. A kept file is a valid ``members`` / ``teacher`` input of a pipeline.
 
 ``--no-train`` leaves out the training split's scores (two thirds of the bytes): enough to score
@@ -29,11 +30,22 @@ import numpy as np
 from fer_lightning.artifacts import atomic_write_bytes, load_npz
 
 
+def _test_repeats_public_and_private(arrays: dict) -> bool:
+    """FER2013's ``test`` split is PublicTest then PrivateTest: the same scores twice."""
+    parts = [f"{split}_{kind}" for split in ("public_test", "private_test") for kind in ("probs", "labels")]
+    return all(k in arrays for k in parts) and all(
+        np.array_equal(arrays.get(f"test_{kind}"),
+                       np.concatenate([arrays[f"public_test_{kind}"], arrays[f"private_test_{kind}"]]))
+        for kind in ("probs", "labels"))
+
+
 def slim(arrays: dict, no_train: bool) -> bytes:
-    """The arrays as a compressed .npz: probabilities as float16, and without the training
-    split's with ``no_train``."""
+    """The arrays as a compressed .npz: probabilities as float16, without FER2013's ``test`` split
+    (a copy of PublicTest and PrivateTest), and without the training split's with ``no_train``."""
     if no_train:
         arrays = {k: v for k, v in arrays.items() if not k.startswith("train_")}
+    if _test_repeats_public_and_private(arrays):  # load_npz rebuilds it
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("test_")}
     arrays = {k: v.astype(np.float16) if k.endswith("_probs") else v for k, v in arrays.items()}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)

@@ -99,7 +99,12 @@ def load_npz(path) -> dict:
             arrays = {k: z[k] for k in z.files}  # each z[k] reads the array from the file again
     except _NPZ_ERRORS as e:
         raise _unreadable_npz(path, e) from None
-    return {k: a.astype(np.float32) if a.dtype == np.float16 else a for k, a in arrays.items()}
+    arrays = {k: a.astype(np.float32) if a.dtype == np.float16 else a for k, a in arrays.items()}
+    if "test_probs" not in arrays and "public_test_probs" in arrays and "private_test_probs" in arrays:
+        # FER2013's `test` is PublicTest then PrivateTest: kept files leave out that second copy
+        for kind in ("probs", "labels"):
+            arrays[f"test_{kind}"] = np.concatenate([arrays[f"public_test_{kind}"], arrays[f"private_test_{kind}"]])
+    return arrays
 
 
 def load_json_object(path) -> dict:

@@ -6,7 +6,8 @@ ensemble) to distil from: it becomes ``data.init_args.teacher_probs`` (any image
 
 The stage config is a LightningCLI config (``model``, ``data``, ``trainer``, ``checkpoint``,
 ``seed_everything``): the same file runs alone with ``fer-lightning train fit --config``.
-An interrupted run resumes from ``checkpoints/last.ckpt`` when its key is unchanged.
+An interrupted run resumes from ``checkpoints/last.ckpt`` when its key is unchanged (``trainer.max_time``
+aside: a run stopped by its time limit continues when re-run with a longer one).
 """
 
 import copy
@@ -157,7 +158,8 @@ def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
     cfg.setdefault("trainer", {})["default_root_dir"] = str(ctx.out_dir)
     cfg.setdefault("checkpoint", {})["dirpath"] = str(ckpt_dir)
     last, key_file = ckpt_dir / "last.ckpt", ctx.out_dir / "run_key"
-    resume = last.is_file() and key_file.is_file() and key_file.read_text() == ctx.key and _loadable(last)
+    run_key = ctx.resume_key or ctx.key  # a longer trainer.max_time continues the same training
+    resume = last.is_file() and key_file.is_file() and key_file.read_text() == run_key and _loadable(last)
     if not resume and is_rank_zero():
         # checkpoints of another config must not be resumed, nor its CSV logs sit beside this run's
         for stale in (ckpt_dir, ctx.out_dir / "csv_logs"):
@@ -168,7 +170,7 @@ def train_and_export(ctx, cfg: dict, complete_checkpoint=None) -> dict:
     cli = parse_config(ctx.name, cfg, build=True, logger=logger)
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     if trainer.is_global_zero:
-        atomic_write_text(key_file, ctx.key)
+        atomic_write_text(key_file, run_key)
     if resume:
         print(f"[{ctx.name}] resuming from {last}")
     trainer.fit(model, datamodule=dm, ckpt_path=str(last) if resume else None)

@@ -102,6 +102,34 @@ def _kept_probabilities_fuse_as_the_originals(out, tmp_path):
     assert all(np.array_equal(after[k], before[k]) for k in after)
 
 
+def test_kept_fer2013_scores_leave_out_the_test_copy_and_load_it_back(tmp_path):
+    """FER2013's `test` split repeats PublicTest then PrivateTest: keep_probs leaves it out of a
+    kept file and load_npz rebuilds it; a `test` that is not that copy is kept as it is."""
+    import sys
+
+    import numpy as np
+
+    from fer_lightning.artifacts import load_npz
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from keep_probs import slim
+
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_{k}": (rng.dirichlet(np.ones(7), n).astype(np.float32) if k == "probs" else rng.integers(0, 7, n))
+              for s, n in (("public_test", 5), ("private_test", 4)) for k in ("probs", "labels")}
+    arrays["test_probs"] = np.concatenate([arrays["public_test_probs"], arrays["private_test_probs"]])
+    arrays["test_labels"] = np.concatenate([arrays["public_test_labels"], arrays["private_test_labels"]])
+    (tmp_path / "kept.npz").write_bytes(slim(arrays, no_train=True))
+    assert "test_probs" not in np.load(tmp_path / "kept.npz").files
+    back = load_npz(tmp_path / "kept.npz")
+    assert set(back) == set(arrays)
+    assert all(np.array_equal(back[k], arrays[k].astype(np.float16).astype(np.float32) if k.endswith("_probs")
+                              else arrays[k]) for k in arrays)
+    arrays["test_labels"] = arrays["test_labels"][::-1].copy()  # another test split: not dropped
+    (tmp_path / "other.npz").write_bytes(slim(arrays, no_train=True))
+    assert np.array_equal(load_npz(tmp_path / "other.npz")["test_labels"], arrays["test_labels"])
+
+
 def _fusion_head_works_on_images(out):
     """The fusion head trained on saved features exports the image-level network: from the test
     faces it gives the scores the head stage wrote (so `evaluate`/`predict` take it)."""
@@ -242,6 +270,20 @@ def test_interrupted_training_resumes_from_last_checkpoint_with_identical_result
     for split in ("train", "val", "test"):
         assert resumed[split]["acc"] == straight[split]["acc"]
         assert resumed[split]["confusion"] == straight[split]["confusion"]
+
+    # a new trainer.max_time re-runs the stage but continues the same training (here: already at its
+    # last epoch, so no epoch runs again); any other change starts it over
+    def no_more_training(self):
+        raise RuntimeError("trained again")
+
+    monkeypatch.setattr(ClassifierModule, "on_train_epoch_start", no_more_training)
+    lines = []
+    run_pipeline(load_pipeline(tiny_pipeline, sets=sets + ["trainer.max_time=00:01:00:00"]), out,
+                 only=["cnn2"], log=lines.append)
+    assert any("config or inputs changed" in line for line in lines)
+    assert json.loads((out / "cnn2" / "metrics.json").read_text())["test"] == straight["test"]
+    with pytest.raises(RuntimeError, match="trained again"):
+        _run(tiny_pipeline, out, sets + ["stages.cnn2.params.model.optimizer.init_args.lr=0.002"], only=["cnn2"])
 
 
 def test_auto_plan_fills_every_core_up_to_one_extra_slot_and_shares_a_gpu(monkeypatch):

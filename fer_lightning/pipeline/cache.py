@@ -9,6 +9,7 @@ after the stage finished, so an interrupted stage never looks finished.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -125,12 +126,25 @@ def input_refs(stage: Stage, out_root: Path, fingerprints: Fingerprints) -> dict
     return refs
 
 
-def stage_key(stage: Stage, refs: dict, version: dict, fingerprints: Fingerprints) -> str:
+def stage_key(stage: Stage, refs: dict, version: dict, fingerprints: Fingerprints,
+              config: dict | None = None) -> str:
     return sha256_json({
-        "kind": stage.kind, "config": stage.config, "version": version["fer_lightning"],
-        "inputs": {r: sha for r, (_, sha) in refs.items()},
+        "kind": stage.kind, "config": stage.config if config is None else config,
+        "version": version["fer_lightning"], "inputs": {r: sha for r, (_, sha) in refs.items()},
         "data": data_deps(stage, fingerprints),
     })
+
+
+def resume_key(stage: Stage, refs: dict, version: dict, fingerprints: Fingerprints) -> str:
+    """The key a training's ``last.ckpt`` must match to be resumed: the stage key without
+    ``trainer.max_time``, which decides where a training stops, not what it trains — so a run
+    stopped by its time limit continues when re-run with a longer one (the stage re-runs, since its
+    cache key changed, and picks up from the checkpoint; Lightning's timer counts the earlier
+    training too)."""
+    config = copy.deepcopy(stage.config)
+    if isinstance(config.get("trainer"), dict):
+        config["trainer"].pop("max_time", None)
+    return stage_key(stage, refs, version, fingerprints, config)
 
 
 def read_manifest(stage_dir: Path) -> dict | None:

@@ -30,6 +30,7 @@ class StageContext:
     pipeline: str
     group: str              # W&B group: one per pipeline invocation
     key: str
+    resume_key: str = ""    # what a training's last.ckpt must match (the key without trainer.max_time)
 
     def output(self, name: str) -> Path:
         from stages import KINDS

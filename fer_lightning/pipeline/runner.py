@@ -15,7 +15,7 @@ import yaml
 import fer_lightning
 from fer_lightning.artifacts import atomic_write_text, output_dir
 from fer_lightning.errors import DISK_ERRNOS, UserError
-from fer_lightning.pipeline.cache import (Fingerprints, check_done, code_version, input_refs, stage_key,
+from fer_lightning.pipeline.cache import (Fingerprints, check_done, code_version, input_refs, resume_key, stage_key,
                                           write_manifest)
 from fer_lightning.pipeline.processes import (Running, StageContext, child_result, execute_in_process_or_child,
                                               interrupts_win_over_stage_failures, relay_progress, start_child,
@@ -218,7 +218,8 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                                 inputs=_substitute(stage.inputs, refs),
                                 input_refs={r: str(p) for r, (p, _) in refs.items()},
                                 input_hashes={r: sha for r, (_, sha) in refs.items()}, pipeline=pipe.name,
-                                group=group, key=key)
+                                group=group, key=key,
+                                resume_key=resume_key(stage, refs, version, fingerprints))
 
         def finish(ctx: StageContext, metrics: dict, t0: float):
             with _disk_errors_as_user_errors(ctx.name):

@@ -79,8 +79,9 @@ for step in ${THEN:-vgg1x1 recipes}; do
     # A step that starts in this call must end its training before the step's timeout kills it
     # unexported (2026-12-04: paper 004 trained 44 epochs and left nothing): clip MAX_TIME to the
     # timeout less START_MARGIN (the stage's start on the real CSV ~55 s, its export, the rest of the
-    # DAG) and less the ten-view scoring that follows the step. Not for a step resumed on a warm machine: Lightning's timer
-    # counts the earlier call's training too, so a per-call clip could end it at once.
+    # DAG) and less the ten-view scoring that follows the step. Not for a step resumed on a warm
+    # machine: Lightning's timer counts the earlier call's training too, so a per-call clip could
+    # end it at once.
     if [ ! -d "runs/gpu/$step" ]; then
       rescore=0
       [ -n "${RESCORE_TTA:-}" ] && rescore=${RESCORE_TIMEOUT:-60}

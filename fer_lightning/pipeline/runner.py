@@ -15,8 +15,8 @@ import yaml
 import fer_lightning
 from fer_lightning.artifacts import atomic_write_text, output_dir
 from fer_lightning.errors import DISK_ERRNOS, UserError
-from fer_lightning.pipeline.cache import (Fingerprints, check_done, code_version, input_refs, resume_key, stage_key,
-                                          write_manifest)
+from fer_lightning.pipeline.cache import (Fingerprints, check_done, code_version, input_refs, resume_key,
+                                          stage_key, write_manifest)
 from fer_lightning.pipeline.processes import (Running, StageContext, child_result, execute_in_process_or_child,
                                               interrupts_win_over_stage_failures, relay_progress, start_child,
                                               stop_children, torch_threads)

@@ -27,16 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lightning.artifacts import atomic_write_bytes, load_npz
-
-
-def _test_repeats_public_and_private(arrays: dict) -> bool:
-    """FER2013's ``test`` split is PublicTest then PrivateTest: the same scores twice."""
-    parts = [f"{split}_{kind}" for split in ("public_test", "private_test") for kind in ("probs", "labels")]
-    return all(k in arrays for k in parts) and all(
-        np.array_equal(arrays.get(f"test_{kind}"),
-                       np.concatenate([arrays[f"public_test_{kind}"], arrays[f"private_test_{kind}"]]))
-        for kind in ("probs", "labels"))
+from fer_lightning.artifacts import atomic_write_bytes, fer2013_test_split, load_npz
 
 
 def slim(arrays: dict, no_train: bool) -> bytes:
@@ -44,7 +35,8 @@ def slim(arrays: dict, no_train: bool) -> bytes:
     (a copy of PublicTest and PrivateTest), and without the training split's with ``no_train``."""
     if no_train:
         arrays = {k: v for k, v in arrays.items() if not k.startswith("train_")}
-    if _test_repeats_public_and_private(arrays):  # load_npz rebuilds it
+    rebuilt = fer2013_test_split(arrays)  # what load_npz makes of a file without `test`
+    if rebuilt and all(np.array_equal(arrays.get(k), v) for k, v in rebuilt.items()):
         arrays = {k: v for k, v in arrays.items() if not k.startswith("test_")}
     arrays = {k: v.astype(np.float16) if k.endswith("_probs") else v for k, v in arrays.items()}
     buf = io.BytesIO()

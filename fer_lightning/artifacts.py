@@ -100,11 +100,19 @@ def load_npz(path) -> dict:
     except _NPZ_ERRORS as e:
         raise _unreadable_npz(path, e) from None
     arrays = {k: a.astype(np.float32) if a.dtype == np.float16 else a for k, a in arrays.items()}
-    if "test_probs" not in arrays and "public_test_probs" in arrays and "private_test_probs" in arrays:
-        # FER2013's `test` is PublicTest then PrivateTest: kept files leave out that second copy
-        for kind in ("probs", "labels"):
-            arrays[f"test_{kind}"] = np.concatenate([arrays[f"public_test_{kind}"], arrays[f"private_test_{kind}"]])
+    if "test_probs" not in arrays:  # kept files leave out FER2013's second copy of its test splits
+        arrays.update(fer2013_test_split(arrays) or {})
     return arrays
+
+
+def fer2013_test_split(arrays: dict) -> dict | None:
+    """FER2013's ``test`` split (``test_probs``, ``test_labels``): PublicTest then PrivateTest, or
+    ``None`` when ``arrays`` lack either."""
+    keys = [f"{split}_{kind}" for split in ("public_test", "private_test") for kind in ("probs", "labels")]
+    if not all(k in arrays for k in keys):
+        return None
+    return {f"test_{kind}": np.concatenate([arrays[f"public_test_{kind}"], arrays[f"private_test_{kind}"]])
+            for kind in ("probs", "labels")}
 
 
 def load_json_object(path) -> dict:

@@ -4,9 +4,11 @@
    minimal hand-written PyTorch loop train the same model on the same batches (same sampler,
    augmentation, normalisation, optimiser, memory layout and seed). Epochs alternate a, b, a, b,
    ... and the ratio of median images/s is reported (target >= 0.97).
-   The same two loops on ``TinyNet`` (a step that is nearly all overhead) give the framework's
-   own time per step, in microseconds, and a third (our module without its ``__setattr__`` fast
-   path) what that fast path saves of it.
+   The same with the module's ``steps_per_execution`` (``--steps-per-execution``, 7 by default:
+   Lightning's per-step work once per 7 optimiser steps), in the same alternating rounds.
+   The same loops on ``TinyNet`` (a step that is nearly all overhead) give the framework's
+   own time per step, in microseconds, and further loops (our module without its ``__setattr__``
+   fast path; with manual optimisation; with ``steps_per_execution``) what each changes of it.
 2. Data path, for every model: the loader alone (batching + augmentation + normalisation on the
    device, at the model's input size) vs the model's training step (target: loader >= 10x faster).
 3. Switches (``--switches``): channels_last, bf16 autocast (``precision: bf16-mixed``) and
@@ -109,17 +111,19 @@ class _ManualOptimisation(ClassifierModule):
 
     def training_step(self, batch, batch_idx):
         opt = self.optimizers()
-        loss = super().training_step(batch, batch_idx)
+        loss = self._training_loss(batch, batch_idx)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()
 
 
 def lightning_epoch(factory, dm, seed, device, precision="32-true", compile: bool | str = False,
-                    channels_last=True, epochs=1, module_cls=ClassifierModule, util=None) -> float:
+                    channels_last=True, epochs=1, module_cls=ClassifierModule, util=None,
+                    steps_per_execution=1) -> float:
     """Seconds of the last of ``epochs`` epochs (``util``: GPU utilisation sampled during it)."""
     torch.manual_seed(seed)
-    module = module_cls(factory(), compile=compile, channels_last=channels_last)
+    module = module_cls(factory(), compile=compile, channels_last=channels_last,
+                        steps_per_execution=steps_per_execution)
     timer = _EpochTimer(util)
     trainer = L.Trainer(max_epochs=epochs, accelerator=device.type, devices=1, precision=precision, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -274,6 +278,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tiny-rounds", type=int, default=7, help="rounds of the TinyNet framework-time check")
     ap.add_argument("--step-batches", type=int, default=3, help="batches timed per model in the data-path check")
+    ap.add_argument("--steps-per-execution", type=int, default=7,
+                    help="model.steps_per_execution of the second Lightning loop in the overhead checks (1: none)")
     ap.add_argument("--switches", action="store_true", help="also measure channels_last, bf16 and torch.compile")
     ap.add_argument("--only", action="append", choices=PARTS,
                     help="run only this part (repeatable); default: overhead, step, datapath (+ switches, "
@@ -306,16 +312,24 @@ def main(argv=None):
 
 
 def overhead(factory, dm, device, args, results):
-    a, b = [], []
+    a, b, fused = [], [], []
+    k = args.steps_per_execution
     util = GPUUtilisation() if device.type == "cuda" else None
     for r in range(args.rounds):
         a.append(args.images / lightning_epoch(factory, dm, r, device, util=util))
         b.append(args.images / plain_epoch(factory, dm, r, device))
-        print(f"round {r}: lightning {a[-1]:.0f} img/s, plain loop {b[-1]:.0f} img/s", flush=True)
+        if k > 1:
+            fused.append(args.images / lightning_epoch(factory, dm, r, device, steps_per_execution=k))
+        print(f"round {r}: lightning {a[-1]:.0f} img/s, plain loop {b[-1]:.0f} img/s"
+              + (f", lightning with steps_per_execution={k} {fused[-1]:.0f} img/s" if fused else ""), flush=True)
     ratio = statistics.median(x / y for x, y in zip(a, b))
     results.append(ratio >= 0.97)
     print(f"framework overhead: lightning/plain images/s = {ratio:.3f} (target >= 0.97) {verdict(results[-1])}",
           flush=True)
+    if fused:
+        ratio = statistics.median(x / y for x, y in zip(fused, b))
+        print(f"framework overhead with model.steps_per_execution={k}: lightning/plain images/s = {ratio:.3f} "
+              f"(target >= 0.97) {verdict(ratio >= 0.97)}", flush=True)
     if util:
         results.append(util.mean >= 90)
         print(f"GPU utilisation during Lightning epochs: {util.mean:.0f} % (target >= 90 %) {verdict(results[-1])}",
@@ -331,20 +345,24 @@ def framework_time_per_step(device, args):
     # thread: two threads make a step this small slower and far noisier on the 2-core machine.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    extra, saved, manual = [], [], []
+    k = max(2, args.steps_per_execution)
+    extra, saved, manual, fused = [], [], [], []
     for r in range(args.tiny_rounds):
         plain = plain_epoch(TinyNet, tiny, r, device)
         fast = lightning_epoch(TinyNet, tiny, r, device)
         slow = lightning_epoch(TinyNet, tiny, r, device, module_cls=_SlowSetattr)
         by_hand = lightning_epoch(TinyNet, tiny, r, device, module_cls=_ManualOptimisation)
+        grouped = lightning_epoch(TinyNet, tiny, r, device, steps_per_execution=k)
         extra.append((fast - plain) / steps * 1e6)
         saved.append((slow - fast) / steps * 1e6)
         manual.append((fast - by_hand) / steps * 1e6)
+        fused.append((grouped - plain) / steps * 1e6)
     torch.set_num_threads(threads)
     print(f"framework time per step (TinyNet, batch 32, {steps} steps, 1 thread, median of {args.tiny_rounds}): "
           f"{statistics.median(extra):.0f} us more than the plain loop (measured); ClassifierModule's "
           f"__setattr__ fast path saves {statistics.median(saved):.0f} us of it; manual optimisation "
-          f"would save {statistics.median(manual):.0f} us", flush=True)
+          f"would save {statistics.median(manual):.0f} us; with model.steps_per_execution={k}: "
+          f"{statistics.median(fused):.0f} us more than the plain loop", flush=True)
 
 
 def data_path(device, args, results):
@@ -386,15 +404,23 @@ def compiled_overhead(factory, dm, device, args):
     # (the mode for small CNNs there) take the kernel launches out of the CPU's per-step work,
     # so whether Lightning's remaining per-step Python still shows is what this measures.
     mode = "reduce-overhead" if device.type == "cuda" else "default"
-    graphs, plain, util = [], [], GPUUtilisation() if device.type == "cuda" else None
+    k = args.steps_per_execution
+    graphs, plain, fused, util = [], [], [], GPUUtilisation() if device.type == "cuda" else None
     for r in range(args.rounds):
         graphs.append(args.images / lightning_epoch(factory, dm, r, device, compile=mode, epochs=2, util=util))
         plain.append(args.images / plain_epoch(factory, dm, r, device, compile=mode, epochs=2))
-        print(f"compiled round {r}: lightning {graphs[-1]:.0f} img/s, plain loop {plain[-1]:.0f} img/s", flush=True)
-    ratio = statistics.median(x / y for x, y in zip(graphs, plain))
-    rounds = ", ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(graphs, plain))
-    print(f"framework overhead, net compiled ({mode}) in both loops, 2nd epoch: lightning/plain images/s = "
-          f"{ratio:.3f} (rounds: {rounds} img/s; target >= 0.97) {verdict(ratio >= 0.97)}", flush=True)
+        if k > 1:
+            fused.append(args.images / lightning_epoch(factory, dm, r, device, compile=mode, epochs=2,
+                                                       steps_per_execution=k))
+        print(f"compiled round {r}: lightning {graphs[-1]:.0f} img/s, plain loop {plain[-1]:.0f} img/s"
+              + (f", lightning with steps_per_execution={k} {fused[-1]:.0f} img/s" if fused else ""), flush=True)
+    for label, rates in (("", graphs), (f" with model.steps_per_execution={k}", fused)):
+        if rates:
+            ratio = statistics.median(x / y for x, y in zip(rates, plain))
+            rounds = ", ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(rates, plain))
+            print(f"framework overhead{label}, net compiled ({mode}) in both loops, 2nd epoch: lightning/plain "
+                  f"images/s = {ratio:.3f} (rounds: {rounds} img/s; target >= 0.97) {verdict(ratio >= 0.97)}",
+                  flush=True)
     if util:
         print(f"GPU utilisation during those Lightning epochs: {util.mean:.0f} % (target >= 90 %) "
               f"{verdict(util.mean >= 90)}", flush=True)

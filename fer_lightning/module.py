@@ -69,12 +69,23 @@ class ClassifierModule(L.LightningModule):
             ``EMAWeightAveraging``, updated after every step): validation, the saved checkpoints and
             so every exported prediction use the averaged weights. Its horizon is ~1 / (1 − decay)
             steps: 0.999 suits 100 epochs of 450 steps, 0.99 a 12-epoch run of 100.
+        steps_per_execution: optimiser steps per Lightning training step (Keras's option of that
+            name). With k > 1 the training loader hands over k batches at once and the module
+            steps through them itself (Lightning's manual optimisation: forward, backward and
+            optimiser step per batch; the scheduler where Lightning would step it), so the steps
+            are those of k = 1 (tested) while Lightning's own per-step work — hooks, progress
+            bookkeeping, the automatic-optimisation closure — happens once per k steps. For small
+            networks on a GPU, where that work is a visible share of a step (README, Performance).
+            Not with ``ema_decay`` (the average is updated once per Lightning step) nor with the
+            Trainer's gradient clipping or accumulation (Lightning refuses them with manual
+            optimisation).
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,
                  scheduler: LRSchedulerCallable | None = None, label_smoothing: float = 0.0,
                  channels_last: bool = True, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 tta: str = "none", compile: bool | str = False, ema_decay: float = 0.0):
+                 tta: str = "none", compile: bool | str = False, ema_decay: float = 0.0,
+                 steps_per_execution: int = 1):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         # Enough to rebuild the net from the checkpoint alone (see checkpoints.load_net).
@@ -88,6 +99,13 @@ class ClassifierModule(L.LightningModule):
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay: expected 0 (off) or a decay in (0, 1), got {ema_decay}")
         self.ema_decay = ema_decay
+        if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
+            raise ValueError(f"model.steps_per_execution: expected a whole number of 1 or more, got {steps_per_execution}")
+        if steps_per_execution > 1 and ema_decay > 0:
+            raise ValueError("model.steps_per_execution > 1 and model.ema_decay do not combine: the weight average "
+                             "is updated once per Lightning step; set one of them back to its default")
+        self.steps_per_execution = steps_per_execution
+        self.automatic_optimization = steps_per_execution == 1
         n = net.classifier.out_features
         self.val_metrics = classification_metrics(n).clone(prefix="val/")
         self.test_metrics = classification_metrics(n).clone(prefix="test/")
@@ -161,6 +179,37 @@ class ClassifierModule(L.LightningModule):
         return x, y[perm], 1 - ch * cw / (h * w)
 
     def training_step(self, batch, batch_idx):
+        if self.steps_per_execution == 1:  # automatic optimisation
+            return self._training_loss(batch, batch_idx)
+        # steps_per_execution > 1: `batch` is a BatchGroup of batches (ChunkedBatches), a step each, in
+        # the order Lightning's automatic optimisation takes: forward, zero_grad, backward, step.
+        opt = self.optimizers()
+        for i, one in enumerate(batch):
+            loss = self._training_loss(one, batch_idx * self.steps_per_execution + i)
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+        # Lightning steps an epoch's scheduler after the epoch's last batch, before validation (and
+        # so before the checkpoint that a resumed run starts from); a plateau one after validation.
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self._step_scheduler(plateau=False)
+
+    def _step_scheduler(self, plateau: bool):
+        """Manual optimisation: step the scheduler, if any, where Lightning would — an epoch's after
+        the epoch's last batch (``plateau=False``), a ``ReduceLROnPlateau`` on val/acc after validation."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None or isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) != plateau:
+            return
+        if plateau:
+            value = self.trainer.callback_metrics.get("val/acc")
+            if value is None:
+                raise UserError("model.scheduler: ReduceLROnPlateau watches val/acc, which this run does not "
+                                "compute: give the data a validation split")
+            scheduler.step(value)
+        else:
+            scheduler.step()
+
+    def _training_loss(self, batch, batch_idx):
         x, y = batch
         x, y2, lam = self._mix(x, y)
         logits = self(x)
@@ -182,6 +231,10 @@ class ClassifierModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} in epoch {self.current_epoch}: "
                                      f"lower the learning rate or check the data")
+        if self.steps_per_execution > 1:
+            # Not on a resumed run's replay of a finished epoch (no loss: returned above), where
+            # Lightning skips plateau schedulers as well.
+            self._step_scheduler(plateau=True)
         self._say_progress(loss)
 
     def _say_progress(self, loss):

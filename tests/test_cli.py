@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -104,10 +105,13 @@ def test_counts_below_one_are_usage_errors(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path):
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path, steps_per_execution):
     """A training stage with DDP (2 processes, gloo) through the pipeline runner, which gives
     such a stage its own process tree; on a FER2013 CSV, whose data module has a prepare_data
-    (Lightning's barrier around it once made the export after a DDP fit wait forever)."""
+    (Lightning's barrier around it once made the export after a DDP fit wait forever). With
+    ``steps_per_execution`` 2 the module steps its optimiser itself, one backward per batch,
+    each synchronised across the processes (checked: the same weights as 1)."""
     from conftest import write_fer_csv
 
     usages = ["Training"] * 4 + ["PublicTest", "PrivateTest"]
@@ -117,6 +121,7 @@ def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path):
     r = fer("pipeline", "run", str(tiny_pipeline), "--data", str(csv), "--out", str(out), "--only", "cnn1",
             "--set", f"data.init_args.cache_dir={tmp_path / 'cache'}",
             "--set", "trainer.strategy=ddp", "--set", "trainer.devices=2", "--set", "trainer.accelerator=cpu",
+            "--set", f"stages.cnn1.params.model.steps_per_execution={steps_per_execution}",
             timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "distributed_backend=gloo" in r.stdout + r.stderr
@@ -126,7 +131,8 @@ def test_ddp_training_stage_on_cpu(tiny_pipeline, tmp_path):
     # each process trains on its half of the batches: 126 Training rows (10 % held out for
     # validation) are 4 batches of 35, so one epoch is 2 steps per process
     import torch
-    assert torch.load(out / "cnn1" / "model.ckpt", weights_only=False)["global_step"] == 2
+    ckpt = torch.load(out / "cnn1" / "model.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["steps_per_execution"] == steps_per_execution
 
 
 def test_wandb_offline_never_needs_the_network(tiny_pipeline, tmp_path):

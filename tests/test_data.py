@@ -156,6 +156,14 @@ def test_training_batches_are_prepared_in_chunks_as_one_by_one():
     for (x, y), (x1, y1) in zip(got, dm.train_dataloader(), strict=True):
         assert torch.equal(x, x1) and torch.equal(y, y1)
     assert [len(y) for _, y in got] == [16] * 6 + [4]
+    # with group=3 (steps_per_execution) the same batches come three to a list: 3 + 3 + 1
+    grouped = ChunkedBatches(images, labels, ShuffledBatches(100, 16, seed=0), functools.partial(
+        model_input, augment=BatchAugment(**aug)), chunk=3, group=3)
+    torch.manual_seed(5)
+    groups = list(grouped)
+    assert len(grouped) == 3 and [len(g) for g in groups] == [3, 3, 1]
+    for (x, y), (x1, y1) in zip(got, [b for g in groups for b in g], strict=True):
+        assert torch.equal(x, x1) and torch.equal(y, y1)
     # without augmentation a training batch is the normalised stored image
     plain = SyntheticFacesDataModule(num_train=100, num_val=14, num_test=14, batch_size=16, augment=None)
     plain.setup()

@@ -266,3 +266,48 @@ def test_ema_weights_are_validated_checkpointed_and_resumed(tmp_path):
         torch.testing.assert_close(resumed.state_dict()[k], v)
     with pytest.raises(ValueError, match="model.ema_decay"):
         ClassifierModule(CNN2(), ema_decay=1.0)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+def test_several_steps_per_execution_train_the_same_weights_and_resume(tmp_path, scheduler):
+    # steps_per_execution=3 hands the module 3 batches per Lightning step and it steps through
+    # them itself (manual optimisation): with augmentation, dropout, mixup, SGD momentum and either
+    # kind of scheduler, the weights, steps, logged loss and learning rate are those of one batch
+    # per step; a run resumed from an epoch's last.ckpt ends as the uninterrupted one.
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fer_lightning.data import SyntheticFacesDataModule
+
+    def make_scheduler(opt):
+        if scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)  # not 0: the 1-epoch run resumes
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=0, threshold=0.5)
+
+    def fit(k, epochs, root=None, ckpt_path=None):
+        L.seed_everything(0)
+        dm = SyntheticFacesDataModule(num_train=72, num_val=16, num_test=16, batch_size=16)  # 5 batches: 16 … 8
+        module = ClassifierModule(CNN2(widths=[4, 4, 8, 8], fc=[8]), mixup_alpha=0.4, steps_per_execution=k,
+                                  optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+                                  scheduler=make_scheduler)
+        callbacks = [ModelCheckpoint(root, save_last=True)] if root else []
+        trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=bool(root), callbacks=callbacks)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        return module, trainer
+
+    one, t1 = fit(1, 3)
+    three, t3 = fit(3, 3)
+    assert not three.automatic_optimization and t3.num_training_batches == 2   # groups of 3 and 2 batches
+    assert t3.global_step == t1.global_step == 15
+    lrs = [t.optimizers[0].param_groups[0]["lr"] for t in (t1, t3)]
+    assert lrs[0] == lrs[1] and lrs[0] < 0.05     # the scheduler stepped, as often
+    assert float(t3.callback_metrics["train/loss"]) == float(t1.callback_metrics["train/loss"])
+    for (name, a), b in zip(one.state_dict().items(), three.state_dict().values()):
+        assert torch.equal(a, b), name
+    fit(3, 1, tmp_path)
+    resumed, _ = fit(3, 3, tmp_path, ckpt_path=tmp_path / "last.ckpt")
+    for (name, a), b in zip(three.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        ClassifierModule(CNN2(), steps_per_execution=2, ema_decay=0.9)

@@ -109,6 +109,10 @@ def gpu_chunk(batch_size: int, image_numel: int) -> int:
     return max(1, CHUNK_BYTES // (batch_size * image_numel * 4))
 
 
+class BatchGroup(list):
+    """The ``(images, labels)`` batches of one Lightning training step (``steps_per_execution``)."""
+
+
 class ChunkedBatches:
     """The training loader: the ``sampler``'s batches of ``images`` made ready for the model by
     ``prepare`` (augmentation, normalisation) ``chunk`` batches at a time, then yielded one by one.
@@ -122,24 +126,35 @@ class ChunkedBatches:
     in epoch order either way, so the batches are those that preparing them one at a time gives
     (tested).
 
+    With ``group`` > 1 it yields a ``BatchGroup`` of that many batches instead, one list per Lightning training
+    step (the module's ``steps_per_execution``).
+
     Lightning calls ``set_epoch`` on the ``sampler`` attribute, as for a ``DataLoader``.
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, sampler: ShuffledBatches, prepare,
-                 chunk: int | None = None):
+                 chunk: int | None = None, group: int = 1):
         self.images, self.targets, self.sampler, self.prepare = images, targets, sampler, prepare
         if chunk is None:
             chunk = 1 if images.device.type == "cpu" else gpu_chunk(sampler.batch_size, images[0].numel())
-        self.chunk = max(1, chunk)
+        self.chunk, self.group = max(1, chunk), max(1, group)
 
     def __len__(self):
-        return len(self.sampler)
+        return -(-len(self.sampler) // self.group)
 
     def __iter__(self):
+        batches = self._batches()
+        if self.group == 1:
+            yield from batches
+            return
+        while group := BatchGroup(itertools.islice(batches, self.group)):
+            yield group
+
+    def _batches(self):
         batches = iter(self.sampler)
-        while group := list(itertools.islice(batches, self.chunk)):
-            idx = torch.cat(group) if len(group) > 1 else group[0]
-            sizes = [len(b) for b in group]
+        while chunk := list(itertools.islice(batches, self.chunk)):
+            idx = torch.cat(chunk) if len(chunk) > 1 else chunk[0]
+            sizes = [len(b) for b in chunk]
             yield from zip(self.prepare(self.images[idx]).split(sizes), self.targets[idx].split(sizes))
 
 
@@ -237,7 +252,10 @@ class TensorDataModule(L.LightningDataModule):
         if train:
             rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
             sampler = ShuffledBatches(len(labels), self.batch_size, self.seed, device, rank, world)
-            return ChunkedBatches(images, labels, sampler, functools.partial(self.batch_input, train=True))
+            # The module's optimiser steps per Lightning step (ClassifierModule.steps_per_execution).
+            group = getattr(trainer.lightning_module, "steps_per_execution", 1) if trainer is not None else 1
+            return ChunkedBatches(images, labels, sampler, functools.partial(self.batch_input, train=True),
+                                  group=group)
         # batch_size=None: the sampler already yields whole batches of indices. A private generator:
         # creating an iterator draws a seed from it, and drawing from the global RNG instead would
         # shift augmentation and dropout randomness when a run resumes from a checkpoint.
@@ -265,8 +283,10 @@ class TensorDataModule(L.LightningDataModule):
         return self._loader(self.predict_split, train=False)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        # A batch is always (images, labels): two direct moves (no-ops when the split already lives
-        # on the device) instead of Lightning's generic walk over the batch structure.
+        # A batch is (images, labels), or a BatchGroup of them: two direct moves each (no-ops when
+        # the split already lives on the device) instead of Lightning's generic walk over the batch.
+        if isinstance(batch, BatchGroup):
+            return BatchGroup(self.transfer_batch_to_device(b, device, dataloader_idx) for b in batch)
         x, y = batch
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 

@@ -9,7 +9,9 @@ For every ``<stage>/probs.npz`` of a finished network (a ``train``, ``head`` or 
 under each RUN_DIR (a pipeline's ``--out`` folder, e.g. one unpacked from a lease's
 ``<step>_run.tgz``) it writes ``<to>/<stage>.npz``: the same arrays, probabilities as float16 (half
 the bytes; ``load_npz`` reads them back as float32), compressed, without FER2013's ``test`` split
-(PublicTest and PrivateTest again, one after the other: ``load_npz`` rebuilds it); and ``<to>/<stage>.json``, the
+(PublicTest and PrivateTest again, one after the other: ``load_npz`` rebuilds it) and without a
+``val`` split that repeats PublicTest (as in the FER2013 recipes; ``load_npz`` restores it from
+PublicTest); and ``<to>/<stage>.json``, the
 stage's ``metrics.json``. A kept file is a valid ``members`` / ``teacher`` input of a pipeline.
 
 ``--no-train`` leaves out the training split's scores (two thirds of the bytes): enough to score
@@ -27,17 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_lightning.artifacts import atomic_write_bytes, fer2013_test_split, load_npz
+from fer_lightning.artifacts import VAL_COPY_OF, atomic_write_bytes, fer2013_test_split, load_npz
 
 
 def slim(arrays: dict, no_train: bool) -> bytes:
     """The arrays as a compressed .npz: probabilities as float16, without FER2013's ``test`` split
-    (a copy of PublicTest and PrivateTest), and without the training split's with ``no_train``."""
+    (a copy of PublicTest and PrivateTest) or a ``val`` split that is a copy of PublicTest (named in
+    ``val_copy_of`` instead), and without the training split's with ``no_train``."""
     if no_train:
         arrays = {k: v for k, v in arrays.items() if not k.startswith("train_")}
     rebuilt = fer2013_test_split(arrays)  # what load_npz makes of a file without `test`
     if rebuilt and all(np.array_equal(arrays.get(k), v) for k, v in rebuilt.items()):
         arrays = {k: v for k, v in arrays.items() if not k.startswith("test_")}
+    if "val_probs" in arrays and all(np.array_equal(arrays[f"val_{k}"], arrays.get(f"public_test_{k}"))
+                                     for k in ("probs", "labels")):  # validated on PublicTest
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("val_")}
+        arrays[VAL_COPY_OF] = np.array("public_test")
     arrays = {k: v.astype(np.float16) if k.endswith("_probs") else v for k, v in arrays.items()}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)

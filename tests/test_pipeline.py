@@ -103,13 +103,15 @@ def _kept_probabilities_fuse_as_the_originals(out, tmp_path):
 
 
 def test_kept_fer2013_scores_leave_out_the_test_copy_and_load_it_back(tmp_path):
-    """FER2013's `test` split repeats PublicTest then PrivateTest: keep_probs leaves it out of a
-    kept file and load_npz rebuilds it; a `test` that is not that copy is kept as it is."""
+    """FER2013's `test` split repeats PublicTest then PrivateTest, and the recipes' `val` split
+    repeats PublicTest: keep_probs leaves both out of a kept file and load_npz rebuilds them; a
+    `test` or `val` that is not such a copy is kept as it is."""
     import sys
 
     import numpy as np
 
     from fer_lightning.artifacts import load_npz
+    from fer_lightning.errors import UserError
 
     sys.path.insert(0, str(ROOT / "bench"))
     from keep_probs import slim
@@ -119,15 +121,22 @@ def test_kept_fer2013_scores_leave_out_the_test_copy_and_load_it_back(tmp_path):
               for s, n in (("public_test", 5), ("private_test", 4)) for k in ("probs", "labels")}
     arrays["test_probs"] = np.concatenate([arrays["public_test_probs"], arrays["private_test_probs"]])
     arrays["test_labels"] = np.concatenate([arrays["public_test_labels"], arrays["private_test_labels"]])
+    arrays["val_probs"], arrays["val_labels"] = arrays["public_test_probs"].copy(), arrays["public_test_labels"].copy()
     (tmp_path / "kept.npz").write_bytes(slim(arrays, no_train=True))
-    assert "test_probs" not in np.load(tmp_path / "kept.npz").files
+    assert not {"test_probs", "val_probs", "val_labels"} & set(np.load(tmp_path / "kept.npz").files)
     back = load_npz(tmp_path / "kept.npz")
     assert set(back) == set(arrays)
     assert all(np.array_equal(back[k], arrays[k].astype(np.float16).astype(np.float32) if k.endswith("_probs")
                               else arrays[k]) for k in arrays)
     arrays["test_labels"] = arrays["test_labels"][::-1].copy()  # another test split: not dropped
+    arrays["val_probs"] = arrays["val_probs"][::-1].copy()        # another validation split: likewise
     (tmp_path / "other.npz").write_bytes(slim(arrays, no_train=True))
-    assert np.array_equal(load_npz(tmp_path / "other.npz")["test_labels"], arrays["test_labels"])
+    other = load_npz(tmp_path / "other.npz")
+    assert np.array_equal(other["test_labels"], arrays["test_labels"])
+    assert np.array_equal(other["val_probs"], arrays["val_probs"].astype(np.float16).astype(np.float32))
+    np.savez(tmp_path / "bad.npz", val_copy_of=np.array("public_test"), train_labels=np.zeros(3))
+    with pytest.raises(UserError, match=r"bad.npz: its `val` split is to repeat 'public_test', which the file lacks"):
+        load_npz(tmp_path / "bad.npz")
 
 
 def _fusion_head_works_on_images(out):

@@ -9,3 +9,9 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 class UserError(Exception):
     """Bad input or configuration. The CLI prints it as one line and exits non-zero, no traceback."""
+
+
+class InvalidConfigValue(UserError, ValueError):
+    """A class's own check of one of its arguments failed (``model.ema_decay: ...``), seen while a
+    config was instantiated: one line like any UserError, and still a ValueError for the pipeline's
+    config check, which names the stage."""

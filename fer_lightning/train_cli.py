@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from fer_lightning.callbacks import ProbabilityWriter
 from fer_lightning.data.base import TensorDataModule
+from fer_lightning.errors import InvalidConfigValue
 from fer_lightning.module import ClassifierModule
 from fer_lightning.tracking import make_logger
 
@@ -80,6 +81,14 @@ class FERLightningCLI(LightningCLI):
         parser.add_lightning_class_args(ProbabilityWriter, "prediction_writer")
         parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
                              "checkpoint.save_last": True, "checkpoint.filename": "best"})
+
+    def instantiate_classes(self):
+        # The model's and data module's checks of their arguments raise ValueError (model.ema_decay
+        # 1.5, model.steps_per_execution 0, ...): a one-line error, not a traceback.
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            raise InvalidConfigValue(str(e)) from None
 
     def instantiate_trainer(self, **kwargs):
         cfg = self._get(self.config_init, "trainer", default={})

@@ -65,6 +65,10 @@ def test_unknown_config_key_fails(tmp_path):
     r = fer("train", "fit", *CONFIGS, *TINY, "--trainer.accelerator", "gpu", "--trainer.devices", "64",
             "--trainer.default_root_dir", str(tmp_path))
     assert r.returncode == 2 and "error: trainer: " in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    # a value the model itself refuses: its reason in one line
+    r = fer("train", "fit", *CONFIGS, *TINY, "--model.steps_per_execution", "0", "--trainer.default_root_dir", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "error: model.steps_per_execution: expected a whole number of 1 or more, got 0" in r.stderr
 
 
 def test_a_config_file_with_a_key_given_twice_is_refused(tmp_path):

@@ -78,7 +78,9 @@ class ClassifierModule(L.LightningModule):
             networks on a GPU, where that work is a visible share of a step (README, Performance).
             Not with ``ema_decay`` (the average is updated once per Lightning step) nor with the
             Trainer's gradient clipping or accumulation (Lightning refuses them with manual
-            optimisation).
+            optimisation). Trainer limits counted in batches (``limit_train_batches``, an integer
+            ``val_check_interval``) count Lightning steps of k batches; ``max_steps`` counts
+            optimiser steps but is checked once per Lightning step.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,

@@ -87,6 +87,11 @@ def _unreadable_npz(path, e: Exception) -> UserError:
     return UserError(f"{path}: not a readable .npz file (cut short, or another format?): {e.__class__.__name__}")
 
 
+# In a kept file (bench/keep_probs.py), the name of the split that `val` repeats and that stands in
+# for it: FER2013's recipes validate on PublicTest, so their `val` scores are PublicTest's again.
+VAL_COPY_OF = "val_copy_of"
+
+
 def load_npz(path) -> dict:
     """All arrays of an ``.npz`` file, loaded (the file is closed on return); float16 arrays (the
     probabilities kept in the repository by ``bench/keep_probs.py``) come back as float32. A file
@@ -109,10 +114,6 @@ def load_npz(path) -> dict:
         arrays.update({f"val_{kind}": arrays[f"{source}_{kind}"] for kind in ("probs", "labels")})
     return arrays
 
-
-# In a kept file (bench/keep_probs.py), the name of the split that `val` repeats and that stands in
-# for it: FER2013's recipes validate on PublicTest, so their `val` scores are PublicTest's again.
-VAL_COPY_OF = "val_copy_of"
 
 
 def fer2013_test_split(arrays: dict) -> dict | None:

@@ -126,8 +126,8 @@ class ChunkedBatches:
     in epoch order either way, so the batches are those that preparing them one at a time gives
     (tested).
 
-    With ``group`` > 1 it yields a ``BatchGroup`` of that many batches instead, one list per Lightning training
-    step (the module's ``steps_per_execution``).
+    With ``group`` > 1 it yields a ``BatchGroup`` of that many batches instead, one per Lightning
+    training step (the module's ``steps_per_execution``).
 
     Lightning calls ``set_epoch`` on the ``sampler`` attribute, as for a ``DataLoader``.
     """

@@ -265,6 +265,11 @@ class GPUUtilisation:
         return statistics.mean(core) if core else float("nan")
 
 
+def median_ratio(a, b) -> float:
+    """The median over rounds of a's images/s over b's, each round's pair measured side by side."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -322,12 +327,12 @@ def overhead(factory, dm, device, args, results):
             fused.append(args.images / lightning_epoch(factory, dm, r, device, steps_per_execution=k))
         print(f"round {r}: lightning {a[-1]:.0f} img/s, plain loop {b[-1]:.0f} img/s"
               + (f", lightning with steps_per_execution={k} {fused[-1]:.0f} img/s" if fused else ""), flush=True)
-    ratio = statistics.median(x / y for x, y in zip(a, b))
+    ratio = median_ratio(a, b)
     results.append(ratio >= 0.97)
     print(f"framework overhead: lightning/plain images/s = {ratio:.3f} (target >= 0.97) {verdict(results[-1])}",
           flush=True)
     if fused:
-        ratio = statistics.median(x / y for x, y in zip(fused, b))
+        ratio = median_ratio(fused, b)
         print(f"framework overhead with model.steps_per_execution={k}: lightning/plain images/s = {ratio:.3f} "
               f"(target >= 0.97) {verdict(ratio >= 0.97)}", flush=True)
     if util:
@@ -416,7 +421,7 @@ def compiled_overhead(factory, dm, device, args):
               + (f", lightning with steps_per_execution={k} {fused[-1]:.0f} img/s" if fused else ""), flush=True)
     for label, rates in (("", graphs), (f" with model.steps_per_execution={k}", fused)):
         if rates:
-            ratio = statistics.median(x / y for x, y in zip(rates, plain))
+            ratio = median_ratio(rates, plain)
             rounds = ", ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(rates, plain))
             print(f"framework overhead{label}, net compiled ({mode}) in both loops, 2nd epoch: lightning/plain "
                   f"images/s = {ratio:.3f} (rounds: {rounds} img/s; target >= 0.97) {verdict(ratio >= 0.97)}",

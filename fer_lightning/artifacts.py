@@ -115,7 +115,6 @@ def load_npz(path) -> dict:
     return arrays
 
 
-
 def fer2013_test_split(arrays: dict) -> dict | None:
     """FER2013's ``test`` split (``test_probs``, ``test_labels``): PublicTest then PrivateTest, or
     ``None`` when ``arrays`` lack either."""

@@ -2,7 +2,7 @@
 
     fer-lightning train {fit,validate,test,predict} --config a.yaml [--config b.yaml] [--key value]
     fer-lightning pipeline {run,plan} configs/pipelines/<name>.yaml [options]
-    fer-lightning evaluate --model model.ckpt [--model ...] --data PATH [--split S] [--tta flip|crops|flip_crops]
+    fer-lightning evaluate --model model.ckpt [--model ...] --data PATH [--split S] [--tta flip|flip_crops|flip_crops_rotate_zoom|...]
     fer-lightning predict --model model.ckpt [--model ...] photo.jpg|folder ... [--out DIR]
     fer-lightning --version
 """

@@ -3,7 +3,7 @@ folder, or a folder of class folders (class names mapped with common synonyms). 
 models cannot predict (``contempt``, ...) are counted and reported, and left out of the scores.
 
     fer-lightning evaluate --model runs/x/cnn1/model.ckpt [--model ...] --data PATH [--split test]
-                           [--fusion mean|max] [--tta flip|crops|flip_crops] [--face-crop]
+                           [--fusion mean|max] [--tta flip|flip_crops|flip_crops_rotate_zoom|...] [--face-crop]
                            [--ferplus fer2013new.csv] --out DIR
 """
 
@@ -49,7 +49,7 @@ def model_image_size(net) -> int:
 def predict_probs(nets, images: torch.Tensor, fusion: str = "mean", tta: str = "none",
                   batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """Class probabilities ``[N, C]`` of uint8 faces ``[N, 1, H, W]``: each net sees the faces at
-    its own size; ``tta`` (``fer_lightning.tta``: flip, crops, flip_crops) averages each net's
+    its own size; ``tta`` (``fer_lightning.tta``: flip, flip_crops, flip_crops_rotate_zoom, ...) averages each net's
     probabilities over views of each face; several nets are fused with ``fusion`` (``mean`` or
     ``max``, as the score_fusion stage)."""
     try:

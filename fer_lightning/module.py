@@ -59,8 +59,9 @@ class ClassifierModule(L.LightningModule):
             a pasted rectangle: cutmix) with a Beta(α, α) share, and their losses in that share;
             with both set, each batch uses one of the two at random.
         tta: test-time augmentation of the exported predictions (``fer_lightning.tta``):
-            ``none``, ``flip`` (the face and its mirror), ``crops`` (five shifted crops) or
-            ``flip_crops`` (ten).
+            ``none``, ``flip`` (the face and its mirror), ``flip_crops`` (ten crops),
+            ``flip_crops_rotate_zoom`` (eighteen views: those and the face turned ±8° and
+            scaled by 0.92 / 1.08, mirrored), or another combination of those view sets.
         compile: run training and evaluation through ``torch.compile(net)`` (the checkpoint still
             holds the plain net's weights); a string is its ``mode``: ``reduce-overhead`` replays
             the network's kernels as CUDA graphs, for small nets whose GPU time is mostly kernel

@@ -62,6 +62,31 @@ def test_tta_views_are_flips_and_five_crops_of_the_edge_padded_face():
         assert not torch.allclose(tta_probs(net, x, "crops"), tta_probs(net, x, "none"), atol=1e-3)
     with pytest.raises(ValueError, match="tta: 'ten_crop'"):
         check_tta("ten_crop")
+    with pytest.raises(ValueError, match="tta: 'zoom_flip'.*in that order"):
+        check_tta("zoom_flip")
+
+
+def test_rotate_and_zoom_views_are_torchvisions_rotations_and_scalings():
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from fer_lightning.tta import tta_probs, tta_views
+
+    torch.manual_seed(0)
+    x = torch.zeros(3, 1, 48, 48)
+    x[..., 12:36, 10:30] = torch.rand(3, 1, 24, 20)    # a dark border: edge padding = torchvision's zeros
+    bilinear = InterpolationMode.BILINEAR
+    turned = [TF.rotate(x, d, interpolation=bilinear) for d in (-8.0, 8.0)]
+    turned += [TF.affine(x, angle=0.0, translate=[0, 0], scale=z, shear=[0.0, 0.0], interpolation=bilinear)
+               for z in (0.92, 1.08)]
+    views = tta_views(x, "rotate_zoom")
+    assert len(views) == 4 and all(torch.allclose(v, t, atol=1e-5) for v, t in zip(views, turned))
+    assert len(tta_views(x, "flip_crops_rotate_zoom")) == 17   # + the face: 18 views
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7))
+    every = [x, *tta_views(x, "crops"), *turned]
+    every += [v.flip(-1) for v in every]
+    expected = torch.stack([net(v).softmax(-1) for v in every]).mean(0)
+    assert torch.allclose(tta_probs(net, x, "flip_crops_rotate_zoom"), expected, atol=1e-6)
 
 
 def test_weighted_fusion_trusts_the_better_member():

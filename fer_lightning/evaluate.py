@@ -49,9 +49,9 @@ def model_image_size(net) -> int:
 def predict_probs(nets, images: torch.Tensor, fusion: str = "mean", tta: str = "none",
                   batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """Class probabilities ``[N, C]`` of uint8 faces ``[N, 1, H, W]``: each net sees the faces at
-    its own size; ``tta`` (``fer_lightning.tta``: flip, flip_crops, flip_crops_rotate_zoom, ...) averages each net's
-    probabilities over views of each face; several nets are fused with ``fusion`` (``mean`` or
-    ``max``, as the score_fusion stage)."""
+    its own size; ``tta`` (``fer_lightning.tta``: flip, flip_crops, flip_crops_rotate_zoom, ...)
+    averages each net's probabilities over views of each face; several nets are fused with
+    ``fusion`` (``mean`` or ``max``, as the score_fusion stage)."""
     try:
         check_tta(tta)
     except ValueError as e:

@@ -3,9 +3,9 @@
 
 Inputs: ``models``: a list of ``<stage>.checkpoint`` references (several: score fusion).
 Params: ``data``: a FER2013 CSV, a JAFFE folder or a folder of class folders; ``split`` (FER2013
-only, default ``test``); ``fusion``: ``mean`` | ``max``; ``tta``: ``none``, ``flip``, ``flip_crops``,
-``flip_crops_rotate_zoom``, ... (``fer_lightning.tta``); ``face_crop``: cut each image of a folder to its largest
-face first (for photos of whole heads); ``ferplus``: a FER+ votes file (``fer2013new.csv``) to
+only, default ``test``); ``fusion``: ``mean`` | ``max``; ``tta``: ``none``, ``flip``,
+``flip_crops``, ``flip_crops_rotate_zoom``, ... (``fer_lightning.tta``); ``face_crop``: cut each
+image of a folder to its largest face first (for photos of whole heads); ``ferplus``: a FER+ votes file (``fer2013new.csv``) to
 score a FER2013 split against its majority vote instead of the original labels.
 """
 

@@ -90,6 +90,14 @@ def _kept_probabilities_fuse_as_the_originals(out, tmp_path):
     pair = next(r for r in rows if len(r[2]) == 2)
     assert pair[1] == pytest.approx(100 * ours["mean"]["test"]["acc"], abs=1e-4)
     assert pair[0] == pytest.approx(100 * ours["mean"]["val"]["acc"], abs=1e-4)
+    # --join: kept.yaml's two members, then with cnn1 added: the rows rank_subsets gives those sets
+    from fusion_subsets import join_rows
+
+    trio = [str(kept / n) for n in ("fusion.npz", "cnn3.npz", "cnn1.npz")]
+    trio_row = next(r for r in rank_subsets(trio, choose="val", report="test") if len(r[2]) == 3)
+    (*base, members), (*grown, with_cnn1) = join_rows(tmp_path / "kept.yaml", [trio[2]], "val", "test")
+    assert list(members) == trio[:2] and list(with_cnn1) == trio
+    assert base == pytest.approx(list(pair[:2])) and grown == pytest.approx(list(trio_row[:2]))
     with pytest.raises(SystemExit, match="exists"):  # never overwrites what was kept
         keep([out], kept)
     # --no-train slims a kept file in place: the training split's scores go, the rest stays as it was

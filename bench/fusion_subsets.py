@@ -2,23 +2,31 @@
 
     python bench/fusion_subsets.py results/*/vgg_*.npz [--top 10]
     python bench/fusion_subsets.py --join configs/pipelines/fer2013_kept.yaml CANDIDATE.npz...
+    python bench/fusion_subsets.py --pick results/*/*.npz
+    python bench/fusion_subsets.py --cv 2 configs/pipelines/fer2013_kept.yaml configs/pipelines/fer2013_kept_all.yaml
 
 Each file is a kept `<stage>.npz` (bench/keep_probs.py) or a stage's probs.npz. Prints each
 subset's accuracy on PublicTest (the split members are chosen on) and PrivateTest (reported,
 never chosen on); a subset's mean is what `fer2013_ensemble.yaml` with those members reports.
 ``--join PIPELINE`` applies the kept fusion's rule instead: the members of the pipeline's
 score-fusion stage alone, then with each candidate added, one at a time; a candidate joins when it
-raises the mean's accuracy on the choosing split.
+raises the mean's accuracy on the choosing split. ``--pick`` groups kept files by network (a
+file ``<stage>_<tta>.npz`` is ``<stage>.npz`` rescored by bench/tta_rescore.py) and prints, per
+network, the file whose choosing-split accuracy is highest: a pipeline's members. ``--cv K``
+measures how each pipeline's PublicTest-fitted weights generalise: weights fitted on K-1 folds of
+the choosing split, accuracy on the held-out fold, averaged over folds and 20 shuffles.
 """
 
 import argparse
 import itertools
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from fer_lightning.artifacts import load_npz
-from fer_lightning.ensemble import fuse_scores
+from fer_lightning.ensemble import fit_weights, fuse_scores
+from fer_lightning.tta import TTA_MODES
 
 
 def rank_subsets(members: list[str], choose: str = "public_test", report: str = "private_test"):
@@ -29,20 +37,56 @@ def rank_subsets(members: list[str], choose: str = "public_test", report: str = 
     return sorted(rows, key=lambda r: r[0], reverse=True)
 
 
-def join_rows(pipeline: Path, candidates: list[str], choose: str = "public_test", report: str = "private_test"):
-    """``[(choose_acc, report_acc, members)]``: the file members of ``pipeline``'s score-fusion stage,
-    then those members with each candidate added."""
+def pipeline_members(pipeline: Path) -> list[str]:
+    """The file members of ``pipeline``'s one score-fusion stage, as paths from here."""
     spec = yaml.safe_load(Path(pipeline).read_text())
     fusions = [st for st in spec["stages"].values() if st.get("kind") == "score_fusion"]
     if len(fusions) != 1:
-        raise SystemExit(f"{pipeline}: --join needs exactly one score_fusion stage, found {len(fusions)}")
-    members = [str(Path(pipeline).parent / m) for m in fusions[0]["inputs"]["members"]]
+        raise SystemExit(f"{pipeline}: needs exactly one score_fusion stage, found {len(fusions)}")
+    return [str(Path(pipeline).parent / m) for m in fusions[0]["inputs"]["members"]]
+
+
+def join_rows(pipeline: Path, candidates: list[str], choose: str = "public_test", report: str = "private_test"):
+    """``[(choose_acc, report_acc, members)]``: the file members of ``pipeline``'s score-fusion stage,
+    then those members with each candidate added."""
+    members = pipeline_members(pipeline)
     missing = [m for m in members + candidates if not Path(m).is_file()]
     if missing:
         raise SystemExit(f"{pipeline}: member or candidate {missing[0]} is not a file (--join fuses kept files)")
     loaded = {m: load_npz(m) for m in members + candidates}
     subsets = [tuple(members)] + [(*members, c) for c in candidates]
     return [(*_mean_accs(loaded, subset, choose, report), subset) for subset in subsets]
+
+
+def pick_per_network(files: list[str], choose: str = "public_test"):
+    """``[(choose_acc, file)]``, one per network: of a network's kept files (its flip scores
+    ``<stage>.npz`` and its rescored ``<stage>_<tta>.npz``) the one best on ``choose``; the fewest
+    views win a tie."""
+    networks: dict[tuple, list] = {}
+    for f in files:
+        path = Path(f)
+        stage = next((path.stem[: -len(t) - 1] for t in sorted(TTA_MODES, key=len, reverse=True)
+                      if path.stem.endswith("_" + t)), path.stem)
+        networks.setdefault((str(path.parent), stage), []).append(f)
+    picked = []
+    for group in networks.values():
+        scored = [(_mean_accs({f: load_npz(f)}, (f,), choose)[0], f) for f in sorted(group, key=len)]
+        picked.append(max(scored, key=lambda r: r[0]))  # max keeps the first (shortest name) of equals
+    return picked
+
+
+def cv_accuracy(members: list[str], folds: int = 2, shuffles: int = 20, split: str = "public_test") -> float:
+    """Accuracy of weighted fusion on held-out folds of ``split``, its weights fitted on the rest."""
+    loaded = [load_npz(m) for m in members]
+    probs, labels = [z[f"{split}_probs"] for z in loaded], loaded[0][f"{split}_labels"]
+    rng, accs = np.random.default_rng(0), []
+    for _ in range(shuffles):
+        parts = np.array_split(rng.permutation(len(labels)), folds)
+        for k, held in enumerate(parts):
+            fit = np.concatenate([p for j, p in enumerate(parts) if j != k])
+            w = fit_weights([p[fit] for p in probs], labels[fit])
+            accs.append(100 * (fuse_scores([p[held] for p in probs], "weighted", w).argmax(1) == labels[held]).mean())
+    return float(np.mean(accs))
 
 
 def _mean_accs(loaded, subset, *splits):
@@ -53,12 +97,25 @@ def _mean_accs(loaded, subset, *splits):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("members", nargs="+", help="kept .npz files (at least two); with --join, the candidates")
+    ap.add_argument("members", nargs="+", help="kept .npz files (at least two); with --join, the candidates; "
+                    "with --cv, pipelines")
     ap.add_argument("--join", type=Path, help="a pipeline whose score-fusion members to extend, one candidate at a time")
+    ap.add_argument("--pick", action="store_true", help="per network, the kept file best on --choose")
+    ap.add_argument("--cv", type=int, metavar="K", help="K-fold accuracy of each pipeline's fitted weights on --choose")
     ap.add_argument("--choose", default="public_test", help="split to rank the subsets by")
     ap.add_argument("--report", default="private_test", help="split to report beside it")
     ap.add_argument("--top", type=int, default=10, help="how many subsets to print")
     args = ap.parse_args()
+    if args.pick:
+        for choose_acc, f in pick_per_network(args.members, args.choose):
+            print(f"{choose_acc:6.2f}  {f}")
+        return
+    if args.cv:
+        for pipeline in args.members:
+            members = pipeline_members(Path(pipeline))
+            print(f"{cv_accuracy(members, args.cv, split=args.choose):6.2f}  {pipeline} "
+                  f"({len(members)} members; weighted fusion, {args.cv}-fold on {args.choose})")
+        return
     if args.join:
         (base, base_report, members), *grown = join_rows(args.join, args.members, args.choose, args.report)
         print(f"{args.choose:>12} {args.report:>12}  mean fusion of")

@@ -98,11 +98,27 @@ def _kept_probabilities_fuse_as_the_originals(out, tmp_path):
     (*base, members), (*grown, with_cnn1) = join_rows(tmp_path / "kept.yaml", [trio[2]], "val", "test")
     assert list(members) == trio[:2] and list(with_cnn1) == trio
     assert base == pytest.approx(list(pair[:2])) and grown == pytest.approx(list(trio_row[:2]))
+    # --pick: one file per network, the one best on the choosing split (a rescored copy that is
+    # right on every val face wins; an equal copy does not); --cv: one member's weight is 1, so its
+    # held-out accuracy is its own accuracy on the split
+    import numpy as np
+    from fusion_subsets import cv_accuracy, pick_per_network
+
+    from fer_lightning.artifacts import load_npz
+
+    cnn3 = load_npz(kept / "cnn3.npz")
+    np.savez(kept / "cnn3_flip.npz", **cnn3)
+    assert [f for _, f in pick_per_network([trio[1], str(kept / "cnn3_flip.npz"), trio[2]], "val")] == trio[1:]
+    perfect = np.eye(cnn3["val_probs"].shape[1], dtype=cnn3["val_probs"].dtype)[cnn3["val_labels"]]
+    np.savez(kept / "cnn3_flip.npz", **{**cnn3, "val_probs": perfect})
+    assert pick_per_network([trio[1], str(kept / "cnn3_flip.npz")], "val") == [(100.0, str(kept / "cnn3_flip.npz"))]
+    (kept / "cnn3_flip.npz").unlink()
+    own = 100 * (cnn3["val_probs"].argmax(1) == cnn3["val_labels"]).mean()
+    halves_differ_by = 100 / len(cnn3["val_labels"])  # two folds of sizes n and n+1 weigh a face unequally
+    assert cv_accuracy([trio[1]], folds=2, shuffles=3, split="val") == pytest.approx(own, abs=halves_differ_by)
     with pytest.raises(SystemExit, match="exists"):  # never overwrites what was kept
         keep([out], kept)
     # --no-train slims a kept file in place: the training split's scores go, the rest stays as it was
-    import numpy as np
-
     before = dict(np.load(kept / "cnn3.npz"))
     keep([kept / "cnn3.npz"], kept, no_train=True)
     after = np.load(kept / "cnn3.npz")

@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--report", default="private_test", help="split to report beside it")
     ap.add_argument("--top", type=int, default=10, help="how many subsets to print")
     args = ap.parse_args()
+    if args.cv is not None and args.cv < 2:
+        ap.error(f"--cv {args.cv}: K must be 2 or more (K-1 folds fit the weights, one is held out)")
     if args.pick:
         for choose_acc, f in pick_per_network(args.members, args.choose):
             print(f"{choose_acc:6.2f}  {f}")

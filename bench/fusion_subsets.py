@@ -22,11 +22,17 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from fer_lightning.artifacts import load_npz
 from fer_lightning.ensemble import fit_weights, fuse_scores
+from fer_lightning.errors import UserError
+from fer_lightning.pipeline.spec import load_pipeline
 from fer_lightning.tta import TTA_MODES
+
+
+# bench/tta_rescore.py names a rescored file <stage>_<tta>.npz; longest first, so flip_crops is not read as
+# a stage ending in _crops rescored with flip
+_TTA_LONGEST_FIRST = sorted(TTA_MODES, key=len, reverse=True)
 
 
 def rank_subsets(members: list[str], choose: str = "public_test", report: str = "private_test"):
@@ -38,21 +44,24 @@ def rank_subsets(members: list[str], choose: str = "public_test", report: str = 
 
 
 def pipeline_members(pipeline: Path) -> list[str]:
-    """The file members of ``pipeline``'s one score-fusion stage, as paths from here."""
-    spec = yaml.safe_load(Path(pipeline).read_text())
-    fusions = [st for st in spec["stages"].values() if st.get("kind") == "score_fusion"]
+    """The file members of ``pipeline``'s one score-fusion stage, as the runner resolves them."""
+    try:
+        stages = load_pipeline(pipeline).stages.values()
+    except UserError as e:  # a missing member file, a bad key: the loader's one-line message
+        raise SystemExit(str(e)) from None
+    fusions = [st for st in stages if st.kind == "score_fusion"]
     if len(fusions) != 1:
         raise SystemExit(f"{pipeline}: needs exactly one score_fusion stage, found {len(fusions)}")
-    return [str(Path(pipeline).parent / m) for m in fusions[0]["inputs"]["members"]]
+    return list(fusions[0].inputs["members"])
 
 
 def join_rows(pipeline: Path, candidates: list[str], choose: str = "public_test", report: str = "private_test"):
     """``[(choose_acc, report_acc, members)]``: the file members of ``pipeline``'s score-fusion stage,
     then those members with each candidate added."""
-    members = pipeline_members(pipeline)
-    missing = [m for m in members + candidates if not Path(m).is_file()]
+    members = pipeline_members(pipeline)  # the loader has checked that each member is a file
+    missing = [c for c in candidates if not Path(c).is_file()]
     if missing:
-        raise SystemExit(f"{pipeline}: member or candidate {missing[0]} is not a file (--join fuses kept files)")
+        raise SystemExit(f"{pipeline}: candidate {missing[0]} is not a file (--join fuses kept files)")
     loaded = {m: load_npz(m) for m in members + candidates}
     subsets = [tuple(members)] + [(*members, c) for c in candidates]
     return [(*_mean_accs(loaded, subset, choose, report), subset) for subset in subsets]
@@ -65,8 +74,7 @@ def pick_per_network(files: list[str], choose: str = "public_test"):
     networks: dict[tuple, list] = {}
     for f in files:
         path = Path(f)
-        stage = next((path.stem[: -len(t) - 1] for t in sorted(TTA_MODES, key=len, reverse=True)
-                      if path.stem.endswith("_" + t)), path.stem)
+        stage = next((path.stem[: -len(t) - 1] for t in _TTA_LONGEST_FIRST if path.stem.endswith("_" + t)), path.stem)
         networks.setdefault((str(path.parent), stage), []).append(f)
     picked = []
     for group in networks.values():

@@ -4,6 +4,7 @@ uninterrupted run (bench/soak_kill.py runs the same check at random moments for 
 
 import sys
 
+import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -38,8 +39,9 @@ def test_ctrl_c_is_one_line_and_the_same_command_resumes(tiny_pipeline, tmp_path
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "fer_lightning", "pipeline", "run", str(tiny_pipeline), "--out", str(out),
            "--jobs", "3", "--threads", "1"]
+    # as in a terminal: a test suite started with ``&`` from a script would pass its ignored SIGINT on
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while len(list(out.glob("cnn*/stage.log"))) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -52,10 +54,12 @@ def test_ctrl_c_is_one_line_and_the_same_command_resumes(tiny_pipeline, tmp_path
     assert done.returncode == 0 and "7 stage(s) run" in done.stdout, done.stderr[-2000:]
 
 
-def test_sigterm_to_the_runner_stops_its_stages_and_says_so(tiny_pipeline, tmp_path):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigterm_to_the_runner_stops_its_stages_and_says_so(tiny_pipeline, tmp_path, sigint):
     """SIGTERM to the runner alone (``kill PID``, a scheduler's stop, ``timeout``) while the base
     CNNs train in processes of their own: the runner asks them to stop, ends with status 143 and
-    one line, and leaves no stage process behind and no stage marked done."""
+    one line, and leaves no stage process behind and no stage marked done. The same when the run
+    ignores Ctrl-C (``nohup``, or ``&`` in a script, start it with SIGINT ignored)."""
     import os
     import signal
     import subprocess
@@ -64,8 +68,9 @@ def test_sigterm_to_the_runner_stops_its_stages_and_says_so(tiny_pipeline, tmp_p
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "fer_lightning", "pipeline", "run", str(tiny_pipeline), "--out", str(out),
            "--jobs", "3", "--threads", "1"]
+    sigint_handler = signal.SIG_DFL if sigint == "default" else signal.SIG_IGN
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint_handler))
     deadline, stages = time.time() + 120, []
     while len(stages) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)

@@ -150,21 +150,26 @@ def interrupts_win_over_stage_failures():
     """Ctrl-C reaches the stage processes too, which then fail, and a training in this process
     turns it into ``sys.exit(1)`` (Lightning's graceful shutdown): a run the user interrupted ends
     as :class:`Interrupted`, not as a stage failure. SIGTERM is taken the same way (Python would
-    otherwise end this process at once, without a word)."""
+    otherwise end this process at once, without a word).
+
+    Each signal is taken only where nobody else has claimed it: SIGINT when Python's default
+    handler has it (a run started with ``nohup`` or ``&`` from a script ignores Ctrl-C, and keeps
+    ignoring it), SIGTERM when nothing handles it (so a program embedding the runner keeps its own)."""
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield  # someone else handles SIGINT here
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
         return
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    ours = [s for s, default in defaults.items() if signal.getsignal(s) is default]
     interrupted = []
 
     def on_signal(signum, frame):
         interrupted.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_signal)
-    term = signal.signal(signal.SIGTERM, on_signal)
+    for s in ours:
+        signal.signal(s, on_signal)
     try:
         yield
     except (UserError, SystemExit, KeyboardInterrupt):
@@ -172,8 +177,8 @@ def interrupts_win_over_stage_failures():
             raise Interrupted(interrupted[0]) from None
         raise
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, term)
+        for s in ours:
+            signal.signal(s, defaults[s])
 
 
 class Running(NamedTuple):

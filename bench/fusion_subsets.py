@@ -4,6 +4,7 @@
     python bench/fusion_subsets.py --join configs/pipelines/fer2013_kept.yaml CANDIDATE.npz...
     python bench/fusion_subsets.py --pick results/*/*.npz
     python bench/fusion_subsets.py --cv 2 configs/pipelines/fer2013_kept.yaml configs/pipelines/fer2013_kept_all.yaml
+    python bench/fusion_subsets.py --rules configs/pipelines/fer2013_kept_all.yaml
 
 Each file is a kept `<stage>.npz` (bench/keep_probs.py) or a stage's probs.npz. Prints each
 subset's accuracy on PublicTest (the split members are chosen on) and PrivateTest (reported,
@@ -15,6 +16,9 @@ file ``<stage>_<tta>.npz`` is ``<stage>.npz`` rescored by bench/tta_rescore.py) 
 network, the file whose choosing-split accuracy is highest: a pipeline's members. ``--cv K``
 measures how each pipeline's PublicTest-fitted weights generalise: weights fitted on K-1 folds of
 the choosing split, accuracy on the held-out fold, averaged over folds and 20 shuffles.
+``--rules`` compares other fusion rules with the stage's mean and weights (geometric mean, weights
+on log scores, weights plus per-class offsets), each fitted on the choosing split: the reported
+split's accuracy, and the same K-fold accuracy on the choosing split.
 """
 
 import argparse
@@ -83,18 +87,83 @@ def pick_per_network(files: list[str], choose: str = "public_test"):
     return picked
 
 
+def _folds(n: int, folds: int, shuffles: int):
+    """``(fit, held)`` index pairs: each shuffle of ``range(n)`` cut into ``folds`` parts, each part held out once."""
+    rng = np.random.default_rng(0)
+    for _ in range(shuffles):
+        parts = np.array_split(rng.permutation(n), folds)
+        for k, held in enumerate(parts):
+            yield np.concatenate([p for j, p in enumerate(parts) if j != k]), held
+
+
 def cv_accuracy(members: list[str], folds: int = 2, shuffles: int = 20, split: str = "public_test") -> float:
     """Accuracy of weighted fusion on held-out folds of ``split``, its weights fitted on the rest."""
     loaded = [load_npz(m) for m in members]
     probs, labels = [z[f"{split}_probs"] for z in loaded], loaded[0][f"{split}_labels"]
-    rng, accs = np.random.default_rng(0), []
-    for _ in range(shuffles):
-        parts = np.array_split(rng.permutation(len(labels)), folds)
-        for k, held in enumerate(parts):
-            fit = np.concatenate([p for j, p in enumerate(parts) if j != k])
-            w = fit_weights([p[fit] for p in probs], labels[fit])
-            accs.append(100 * (fuse_scores([p[held] for p in probs], "weighted", w).argmax(1) == labels[held]).mean())
+    accs = []
+    for fit, held in _folds(len(labels), folds, shuffles):
+        w = fit_weights([p[fit] for p in probs], labels[fit])
+        accs.append(100 * (fuse_scores([p[held] for p in probs], "weighted", w).argmax(1) == labels[held]).mean())
     return float(np.mean(accs))
+
+
+def _log_loss(scores: np.ndarray, labels: np.ndarray):
+    """Mean cross-entropy of ``labels`` under softmax(``scores``), and its gradient in ``scores``."""
+    z = scores - scores.max(1, keepdims=True)
+    log_sum = np.log(np.exp(z).sum(1))
+    rows = np.arange(len(labels))
+    grad = np.exp(z - log_sum[:, None])
+    grad[rows, labels] -= 1
+    return float(-(z[rows, labels] - log_sum).mean()), grad / len(labels)
+
+
+def fusion_rules(probs: list[np.ndarray], labels: np.ndarray) -> dict:
+    """Fusion rules beyond the score-fusion stage's, each fitted on ``probs``/``labels``: name →
+    function of a list of member scores returning fused scores (argmax = the class). Measured by
+    ``--rules`` against the stage's own mean and weights; none is in the product (README, Results)."""
+    from scipy.optimize import minimize
+
+    def logs(p):
+        return np.log(np.stack(p).astype(np.float64) + 1e-12)
+
+    w = fit_weights(probs, labels)
+    member_logs = logs(probs)
+
+    def log_weights_loss(z):  # non-negative weights exp(z) on log scores: a weighted product of experts
+        loss, grad = _log_loss(np.tensordot(np.exp(z), member_logs, 1), labels)
+        return loss, np.exp(z) * np.einsum("mnc,nc->m", member_logs, grad)
+
+    log_w = np.exp(minimize(log_weights_loss, np.full(len(probs), -np.log(len(probs))), jac=True,
+                            method="L-BFGS-B").x)
+    weighted_logs = np.log(fuse_scores(probs, "weighted", w).astype(np.float64) + 1e-12)
+
+    def offsets_loss(b):  # one additive offset per class on the weighted fusion's log scores
+        loss, grad = _log_loss(weighted_logs + b, labels)
+        return loss, grad.sum(0)
+
+    offsets = minimize(offsets_loss, np.zeros(weighted_logs.shape[1]), jac=True, method="L-BFGS-B").x
+    return {
+        "mean": lambda p: fuse_scores(p, "mean"),
+        "geometric mean": lambda p: logs(p).mean(0),
+        "weights (the stage's weighted)": lambda p: fuse_scores(p, "weighted", w),
+        "weights on log scores": lambda p: np.tensordot(log_w, logs(p), 1),
+        "weights + class offsets": lambda p: np.log(fuse_scores(p, "weighted", w) + 1e-12) + offsets,
+    }
+
+
+def rule_accuracies(members: list[str], folds: int = 2, shuffles: int = 20, choose: str = "public_test",
+                    report: str = "private_test") -> dict:
+    """rule → (``report`` accuracy with the rule fitted on all of ``choose``, mean held-out accuracy
+    on ``choose``'s folds with it fitted on the rest)."""
+    loaded = [load_npz(m) for m in members]
+    fit_p, fit_y = [z[f"{choose}_probs"] for z in loaded], loaded[0][f"{choose}_labels"]
+    rep_p, rep_y = [z[f"{report}_probs"] for z in loaded], loaded[0][f"{report}_labels"]
+    rows = {name: [100 * (rule(rep_p).argmax(1) == rep_y).mean(), []]
+            for name, rule in fusion_rules(fit_p, fit_y).items()}
+    for fit, held in _folds(len(fit_y), folds, shuffles):
+        for name, rule in fusion_rules([p[fit] for p in fit_p], fit_y[fit]).items():
+            rows[name][1].append(100 * (rule([p[held] for p in fit_p]).argmax(1) == fit_y[held]).mean())
+    return {name: (acc, float(np.mean(cv))) for name, (acc, cv) in rows.items()}
 
 
 def _mean_accs(loaded, subset, *splits):
@@ -110,6 +179,8 @@ def main():
     ap.add_argument("--join", type=Path, help="a pipeline whose score-fusion members to extend, one candidate at a time")
     ap.add_argument("--pick", action="store_true", help="per network, the kept file best on --choose")
     ap.add_argument("--cv", type=int, metavar="K", help="K-fold accuracy of each pipeline's fitted weights on --choose")
+    ap.add_argument("--rules", action="store_true", help="compare fusion rules on each pipeline's members: "
+                    "--report accuracy fitted on --choose, and K-fold accuracy on --choose (K from --cv, default 2)")
     ap.add_argument("--choose", default="public_test", help="split to rank the subsets by")
     ap.add_argument("--report", default="private_test", help="split to report beside it")
     ap.add_argument("--top", type=int, default=10, help="how many subsets to print")
@@ -119,6 +190,14 @@ def main():
     if args.pick:
         for choose_acc, f in pick_per_network(args.members, args.choose):
             print(f"{choose_acc:6.2f}  {f}")
+        return
+    if args.rules:
+        for pipeline in args.members:
+            members = pipeline_members(Path(pipeline))
+            print(f"{pipeline} ({len(members)} members): {args.report} (fitted on {args.choose}), "
+                  f"{args.cv or 2}-fold on {args.choose}")
+            for name, (acc, cv) in rule_accuracies(members, args.cv or 2, choose=args.choose, report=args.report).items():
+                print(f"{acc:8.2f} {cv:8.2f}  {name}")
         return
     if args.cv:
         for pipeline in args.members:

@@ -116,6 +116,16 @@ def _kept_probabilities_fuse_as_the_originals(out, tmp_path):
     own = 100 * (cnn3["val_probs"].argmax(1) == cnn3["val_labels"]).mean()
     halves_differ_by = 100 / len(cnn3["val_labels"])  # two folds of sizes n and n+1 weigh a face unequally
     assert cv_accuracy([trio[1]], folds=2, shuffles=3, split="val") == pytest.approx(own, abs=halves_differ_by)
+    # --rules: its mean is the stage's mean; one member's scores keep their argmax under every rule
+    # but the class offsets, fitted or held out
+    from fusion_subsets import rule_accuracies
+
+    assert rule_accuracies(trio[:2], shuffles=2, choose="val", report="test")["mean"][0] == pytest.approx(pair[1], abs=1e-4)
+    alone = rule_accuracies([trio[1]], shuffles=3, choose="val", report="test")
+    own_test = 100 * (cnn3["test_probs"].argmax(1) == cnn3["test_labels"]).mean()
+    assert len(alone) == 5 and "weights + class offsets" in alone
+    for rule in ("mean", "geometric mean", "weights (the stage's weighted)", "weights on log scores"):
+        assert alone[rule][0] == pytest.approx(own_test) and alone[rule][1] == pytest.approx(own, abs=halves_differ_by)
     with pytest.raises(SystemExit, match="exists"):  # never overwrites what was kept
         keep([out], kept)
     # --no-train slims a kept file in place: the training split's scores go, the rest stays as it was

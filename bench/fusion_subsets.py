@@ -135,19 +135,22 @@ def fusion_rules(probs: list[np.ndarray], labels: np.ndarray) -> dict:
 
     log_w = np.exp(minimize(log_weights_loss, np.full(len(probs), -np.log(len(probs))), jac=True,
                             method="L-BFGS-B").x)
-    weighted_logs = np.log(fuse_scores(probs, "weighted", w).astype(np.float64) + 1e-12)
+    def weighted_logs(p):
+        return np.log(fuse_scores(p, "weighted", w).astype(np.float64) + 1e-12)
+
+    fitted_weighted_logs = weighted_logs(probs)
 
     def offsets_loss(b):  # one additive offset per class on the weighted fusion's log scores
-        loss, grad = _log_loss(weighted_logs + b, labels)
+        loss, grad = _log_loss(fitted_weighted_logs + b, labels)
         return loss, grad.sum(0)
 
-    offsets = minimize(offsets_loss, np.zeros(weighted_logs.shape[1]), jac=True, method="L-BFGS-B").x
+    offsets = minimize(offsets_loss, np.zeros(fitted_weighted_logs.shape[1]), jac=True, method="L-BFGS-B").x
     return {
         "mean": lambda p: fuse_scores(p, "mean"),
         "geometric mean": lambda p: logs(p).mean(0),
         "weights (the stage's weighted)": lambda p: fuse_scores(p, "weighted", w),
         "weights on log scores": lambda p: np.tensordot(log_w, logs(p), 1),
-        "weights + class offsets": lambda p: np.log(fuse_scores(p, "weighted", w) + 1e-12) + offsets,
+        "weights + class offsets": lambda p: weighted_logs(p) + offsets,
     }
 
 

@@ -123,8 +123,8 @@ def fusion_rules(probs: list[np.ndarray], labels: np.ndarray) -> dict:
     ``--rules`` against the stage's own mean and weights; none is in the product (README, Results)."""
     from scipy.optimize import minimize
 
-    def logs(p):
-        return np.log(np.stack(p).astype(np.float64) + 1e-12)
+    def logs(p):  # log scores in float64, kept finite where a probability is 0
+        return np.log(np.asarray(p, dtype=np.float64) + 1e-12)
 
     w = fit_weights(probs, labels)
     member_logs = logs(probs)
@@ -135,8 +135,9 @@ def fusion_rules(probs: list[np.ndarray], labels: np.ndarray) -> dict:
 
     log_w = np.exp(minimize(log_weights_loss, np.full(len(probs), -np.log(len(probs))), jac=True,
                             method="L-BFGS-B").x)
+
     def weighted_logs(p):
-        return np.log(fuse_scores(p, "weighted", w).astype(np.float64) + 1e-12)
+        return logs(fuse_scores(p, "weighted", w))
 
     fitted_weighted_logs = weighted_logs(probs)
 

@@ -15,7 +15,8 @@
 #       ferplus (the recipes on FER+ soft votes) | sota (issue 8: VGG + ResNet-18, bf16, both at once) |
 #       vggnet (issue 8: the VGG at 100 epochs, plateau and cosine schedules side by side, bf16) |
 #       cpu (the 2-core CPU recipe, two narrow VGGs + their fusion, at GPU length) |
-#       distill (the six-network CPU ensemble and a narrow VGG distilled from it)
+#       distill (the six-network CPU ensemble and a narrow VGG distilled from it) |
+#       best (the best single-network recipe, 150 epochs, five seeds + their fusion: fer2013_cpu_best)
 # PIPE_ARGS adds `pipeline run` options (e.g. "--set trainer.max_epochs=40"; keep them the same to
 # resume). JOBS=N runs up to N independent stages side by side (default: the runner's plan).
 # A pipeline step stops itself before the 10-minute limit; running the same step again on the
@@ -26,7 +27,7 @@
 # never exited: the lease's 10-minute call ran out with nothing back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step=${1:?usage: bash bench/gpu_session.sh prepare|setup|bench|fusion|graphs|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|vggnet|cpu|distill}
+step=${1:?usage: bash bench/gpu_session.sh prepare|setup|bench|fusion|graphs|fusion_light|vgg1x1|attention|hybrid|recipes|ferplus|sota|vggnet|cpu|distill|best}
 SHARED=${SHARED:-../shared}
 
 if [ "$step" = prepare ]; then
@@ -97,6 +98,7 @@ case $step in
   vggnet) pipeline fer2013_vggnet_schedules ;;
   cpu) pipeline fer2013_cpu ;;
   distill) pipeline fer2013_cpu_distill ;;
+  best) pipeline fer2013_cpu_best ;;
   ferplus) [ -f .carry/fer2013new.csv ] || { echo "ferplus: no .carry/fer2013new.csv: run 'FERPLUS=1 bash bench/gpu_session.sh prepare' here" >&2; exit 2; }
            pipeline fer2013_recipes --set data.init_args.ferplus_csv=.carry/fer2013new.csv \
              --set data.init_args.ferplus_labels=soft ;;

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from fer_lightning.callbacks import ProbabilityWriter
+from fer_lightning.callbacks import ProbabilityWriter, ResumableCheckpoint
 from fer_lightning.data.base import TensorDataModule
 from fer_lightning.errors import InvalidConfigValue
 from fer_lightning.module import ClassifierModule
@@ -60,7 +59,7 @@ class Trainer(L.Trainer):
 
 
 class FERLightningCLI(LightningCLI):
-    """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``),
+    """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``, the latest epoch),
     ``predict`` writing ``predictions.npz``, seed 0, and W&B (offline) as the default logger."""
 
     def __init__(self, *args, logger=None, **kwargs):
@@ -77,7 +76,7 @@ class FERLightningCLI(LightningCLI):
                          **kwargs)
 
     def add_arguments_to_parser(self, parser):
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ProbabilityWriter, "prediction_writer")
         parser.set_defaults({"checkpoint.monitor": "val/acc", "checkpoint.mode": "max",
                              "checkpoint.save_last": True, "checkpoint.filename": "best"})

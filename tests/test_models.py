@@ -239,6 +239,28 @@ def test_cosine_schedule_with_t_max_0_anneals_over_max_epochs():
         trainer.fit(module, datamodule=dm)
 
 
+@pytest.mark.parametrize("val_every_epoch", [True, False])
+def test_last_checkpoint_is_the_latest_epoch_when_the_best_is_older(tmp_path, val_every_epoch):
+    # Lightning 2.6 writes save_last's last.ckpt only beside a new best: with a best that stays
+    # epoch 0's ("epoch", mode min) it would stay epoch 0's too, and a resume would repeat epochs.
+    # Saved at the training epoch's end when validation runs every epoch, else at validation's end.
+    import lightning as L
+
+    from fer_lightning.callbacks import ResumableCheckpoint
+    from fer_lightning.data import SyntheticFacesDataModule
+
+    dm = SyntheticFacesDataModule(num_train=32, num_val=16, num_test=16, batch_size=16)
+    ckpt = ResumableCheckpoint(tmp_path, filename="best", monitor="epoch", mode="min", save_last=True)
+    trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[ckpt],
+                        check_val_every_n_epoch=1 if val_every_epoch else 2)
+    assert ckpt._should_save_on_train_epoch_end(trainer) is val_every_epoch
+    trainer.fit(ClassifierModule(CNN2(widths=[4, 4, 8, 8], fc=[8])), datamodule=dm)
+    assert torch.load(tmp_path / "best.ckpt", weights_only=False)["epoch"] == (0 if val_every_epoch else 1)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 3 and last["global_step"] == trainer.global_step == 8
+
+
 def test_ema_weights_are_validated_checkpointed_and_resumed(tmp_path):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint

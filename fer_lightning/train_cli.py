@@ -59,8 +59,9 @@ class Trainer(L.Trainer):
 
 
 class FERLightningCLI(LightningCLI):
-    """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``, the latest epoch),
-    ``predict`` writing ``predictions.npz``, seed 0, and W&B (offline) as the default logger."""
+    """LightningCLI with the product's defaults: a best-``val/acc`` checkpoint (plus ``last``, the
+    latest epoch), ``predict`` writing ``predictions.npz``, seed 0, and W&B (offline) as the default
+    logger."""
 
     def __init__(self, *args, logger=None, **kwargs):
         self._logger = logger

@@ -120,7 +120,7 @@ def _log_loss(scores: np.ndarray, labels: np.ndarray):
 def fusion_rules(probs: list[np.ndarray], labels: np.ndarray) -> dict:
     """Fusion rules beyond the score-fusion stage's, each fitted on ``probs``/``labels``: name →
     function of a list of member scores returning fused scores (argmax = the class). Measured by
-    ``--rules`` against the stage's own mean and weights; none is in the product (README, Results)."""
+    ``--rules`` against the stage's own mean and weights; none is in the product (docs/results.md)."""
     from scipy.optimize import minimize
 
     def logs(p):  # log scores in float64, kept finite where a probability is 0

@@ -76,7 +76,7 @@ class ClassifierModule(L.LightningModule):
             optimiser step per batch; the scheduler where Lightning would step it), so the steps
             are those of k = 1 (tested) while Lightning's own per-step work — hooks, progress
             bookkeeping, the automatic-optimisation closure — happens once per k steps. For small
-            networks on a GPU, where that work is a visible share of a step (README, Performance).
+            networks on a GPU, where that work is a visible share of a step (docs/performance.md).
             Not with ``ema_decay`` (the average is updated once per Lightning step) nor with the
             Trainer's gradient clipping or accumulation (Lightning refuses them with manual
             optimisation). Trainer limits counted in batches (``limit_train_batches``, an integer
@@ -158,7 +158,7 @@ class ClassifierModule(L.LightningModule):
         torch.manual_seed(seed * 1_000_003 + self.current_epoch + 1000 * self.global_rank)
         # The epoch's summed loss and image count, logged once at its end: a `self.log` on every
         # step is Lightning bookkeeping on every step (with the data module's direct batch move,
-        # 0.35 ms of the framework's time per step: README, Performance), which counts when a
+        # 0.35 ms of the framework's time per step: docs/performance.md), which counts when a
         # small CNN's whole GPU step is ~5 ms; the logged value is the same epoch mean.
         self._loss_sum, self._loss_images = torch.zeros((), device=self.device), 0
         self._epoch_started = time.perf_counter()

@@ -35,7 +35,7 @@ def _corner_crops(x: torch.Tensor) -> list[torch.Tensor]:
     h, w = x.shape[-2:]
     p = max(1, round(h / 12))
     # Edge pixels repeated, as the default augmentation's shifts fill the border. Black padding
-    # (as pad_crop's) cost a model trained without pad_crop 1.4 points on PublicTest (README).
+    # (as pad_crop's) cost a model trained without pad_crop 1.4 points on PublicTest (docs/results.md).
     padded = F.pad(x, (p, p, p, p), mode="replicate")
     return [padded[..., top:top + h, left:left + w] for top in (0, 2 * p) for left in (0, 2 * p)]
 

@@ -380,7 +380,7 @@ def test_gpu_ensemble_pipeline_trains_four_kinds_with_two_seeds(tmp_path):
 
 
 def test_best_cpu_pipeline_is_the_measured_150_epoch_command_with_18_views(tmp_path):
-    # fer2013_cpu_best.yaml names the recipe the README measured as `--set` options on
+    # fer2013_cpu_best.yaml names the recipe docs/results.md measured as `--set` options on
     # fer2013_cpu.yaml's vgg_sgd (its 150-epoch command); the only difference is that the stage
     # exports 18 views itself instead of bench/tta_rescore.py re-scoring the checkpoint.
     measured = load_pipeline(ROOT / "configs/pipelines/fer2013_cpu.yaml", data="synthetic", sets=[

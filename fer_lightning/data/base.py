@@ -29,8 +29,8 @@ _NORM_BIAS = torch.tensor(-MEAN / STD)
 
 def normalise(x: torch.Tensor, max_value: float = 1.0) -> torch.Tensor:
     """``(x / max_value - MEAN) / STD`` as float32, in one multiply-add kernel (``x`` uint8 or
-    float). On a GPU a 48×48 batch's loader is bound by kernel launches, not arithmetic (README,
-    Performance): the conversion, scaling, subtraction and division were four of them."""
+    float). On a GPU a 48×48 batch's loader is bound by kernel launches, not arithmetic
+    (docs/performance.md): the conversion, scaling, subtraction and division were four of them."""
     return torch.add(_NORM_BIAS, x, alpha=1.0 / (max_value * STD))
 
 
@@ -117,10 +117,10 @@ class ChunkedBatches:
     """The training loader: the ``sampler``'s batches of ``images`` made ready for the model by
     ``prepare`` (augmentation, normalisation) ``chunk`` batches at a time, then yielded one by one.
 
-    On a GPU a 48×48 batch's augmentation is bound by kernel launches, not arithmetic (README,
-    Performance): preparing a chunk of batches with one set of launches divides that cost by the
-    chunk's length, and a batch is then a slice of the chunk (a view: no kernel). By default a
-    chunk holds ``CHUNK_BYTES`` of float input there (7 batches of 256 FER2013 faces, 28 of 64;
+    On a GPU a 48×48 batch's augmentation is bound by kernel launches, not arithmetic
+    (docs/performance.md): preparing a chunk of batches with one set of launches divides that
+    cost by the chunk's length, and a batch is then a slice of the chunk (a view: no kernel). By
+    default a chunk holds ``CHUNK_BYTES`` of float input there (7 batches of 256 FER2013 faces, 28 of 64;
     one batch of 32 RGB 224×224 images), and one batch on the CPU, which has no launches to save
     and works on a batch while it is in its cache. The augmentation draws each image's parameters
     in epoch order either way, so the batches are those that preparing them one at a time gives

@@ -12,7 +12,11 @@ Then it times the probe stage's own fits (its default classifiers on every file)
 time, in two threads (what the stage does) and in two worker processes.
 
 Without a file it uses ``runs/*/cnn3/features.npz`` if one exists, else synthetic features
-(28,000 x 256, 7 Gaussian classes), which says nothing about accuracy, only about speed.
+(28,000 x 256: 7 overlapping classes of low rank, about as separable as FER2013 CNN features, a
+LinearSVC ~55 % and 5-NN ~45 % on them, as on the 6-epoch CNN3's and CNN1's), which time the
+candidates as real features do but cannot say which is accurate: there the choice is printed and
+not judged. (Until 2026-12-07 they were separable, 99.9 % for every candidate: a kernel SVM kept
+few support vectors and looked fast, and the check failed on a machine without FER2013 runs.)
 """
 
 import argparse
@@ -62,12 +66,17 @@ def load(path):
     if path:
         z = np.load(path)
         return {s: (z[f"{s}_features"], z[f"{s}_labels"]) for s in ("train", "test")}
+    # Low-rank like a CNN's last-fc features: 7 overlapping classes in 16 dimensions, mixed into 256
+    # with a little noise (LinearSVC ~55 %, 5-NN ~45 %; isotropic noise in all 256 made PCA's
+    # denoising, not the estimator, decide the KNN comparison)
     rng = np.random.default_rng(0)
-    centres = rng.normal(size=(7, 256)) * 0.35
+    centres = rng.normal(size=(7, 16)) * 0.4
+    mix = rng.normal(size=(16, 256)) / 4
 
     def make(n):
         y = rng.integers(0, 7, n)
-        return (centres[y] + rng.normal(size=(n, 256))).astype(np.float32), y
+        z = centres[y] + rng.normal(size=(n, 16))
+        return (z @ mix + 0.1 * rng.normal(size=(n, 256))).astype(np.float32), y
 
     return {"train": make(28000), "test": make(7000)}
 
@@ -113,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", action="append", default=[], help="candidate to leave out (e.g. 'SVC rbf C=1')")
     args = ap.parse_args(argv)
     paths = args.features or sorted(glob.glob("runs/*/cnn3/features.npz"))[:1] or [None]
+    synthetic = paths == [None]
     sets = [load(p) for p in paths]
     for p, d in zip(paths, sets):
         print(f"features: {p or 'synthetic'}: train {d['train'][0].shape}, test {d['test'][0].shape}")
@@ -137,10 +147,14 @@ def main(argv=None) -> int:
         choice = min((r for r in rows if r[2] >= best - args.tolerance), key=lambda r: r[1])
         current = next((r for r in rows if r[0] == CURRENT[family]), None)
         good = current is not None and current[2] >= best - args.tolerance and current[1] <= 1.5 * choice[1] + 1.0
-        ok &= good
+        if synthetic:  # which estimator is more accurate is a property of the features: real ones only
+            verdict = "not judged (synthetic features: timings only; pass FER2013 features.npz files)"
+        else:
+            ok &= good
+            verdict = "PASS" if good else "FAIL"
         print(f"{family}: fastest within {args.tolerance} points of the best mean ({best:.2f}): {choice[0]} "
               f"({choice[1]:.1f}s, {choice[2]:.2f}); probe default {CURRENT[family]}: "
-              f"{'%.1fs, %.2f' % (current[1], current[2]) if current else 'skipped'} {'PASS' if good else 'FAIL'}")
+              f"{'%.1fs, %.2f' % (current[1], current[2]) if current else 'skipped'} {verdict}")
     ok &= stage_parallelism(paths, sets)
     return 0 if ok else 1
 

@@ -1,6 +1,7 @@
 """The README and docs/ link into each other by section: every relative link must name a file that
 exists and, with a #fragment, a heading that file has (as GitHub derives heading anchors)."""
 
+import functools
 import re
 from pathlib import Path
 
@@ -10,10 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "results" / "README.md"]
 
 
-def anchors(page: Path) -> set[str]:
+@functools.cache  # a page is linked to many times: read its headings once
+def anchors(page: Path) -> frozenset[str]:
     """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
     heads = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.M)
-    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+    return frozenset(re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads)
 
 
 def test_anchors_follow_github():

@@ -120,9 +120,9 @@ class ChunkedBatches:
     On a GPU a 48×48 batch's augmentation is bound by kernel launches, not arithmetic
     (docs/performance.md): preparing a chunk of batches with one set of launches divides that
     cost by the chunk's length, and a batch is then a slice of the chunk (a view: no kernel). By
-    default a chunk holds ``CHUNK_BYTES`` of float input there (7 batches of 256 FER2013 faces, 28 of 64;
-    one batch of 32 RGB 224×224 images), and one batch on the CPU, which has no launches to save
-    and works on a batch while it is in its cache. The augmentation draws each image's parameters
+    default a chunk holds ``CHUNK_BYTES`` of float input there (7 batches of 256 FER2013 faces, 28
+    of 64; one batch of 32 RGB 224×224 images), and one batch on the CPU, which has no launches to
+    save and works on a batch while it is in its cache. The augmentation draws each image's parameters
     in epoch order either way, so the batches are those that preparing them one at a time gives
     (tested).
 

@@ -49,6 +49,8 @@ MODELS = {
     "MultiScaleAttentionCNN@48": (lambda: MultiScaleAttentionCNN(input_size=48), 48, 32),
     # configs/models/vgg_small.yaml, the CPU recipe's narrow VGG
     "VGGNet-narrow": (lambda: VGGNet(widths=[16, 32, 64, 128], fc=[128], dropout=0.0), 48, 64),
+    # fer2013_cpu_best.yaml's 1.8 M-parameter VGG, our best single-network recipe
+    "VGGNet-best": (lambda: VGGNet(widths=[32, 64, 128, 256], fc=[256], dropout=0.0), 48, 64),
     "MobileNetV2@224": (lambda: TorchvisionNet("mobilenet_v2", input_size=224), 48, 32),
 }
 # bench parts, in the order they run (--only)
@@ -277,12 +279,13 @@ def verdict(ok: bool) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--model", default="CNN2", choices=["CNN1", "CNN2", "CNN3"])
+    ap.add_argument("--model", default="CNN2", choices=list(MODELS),
+                    help="the net of the overhead, step-free and switch checks (the data path times every one)")
     # 7 rounds of 4,096 images rather than 3 of 8,192 (2026-12-07): about as many images per loop,
     # but that day's machine drifted within minutes (the plain loop alone: 259–376 img/s over 7
     # rounds), and a median of 3 read the same code as 0.870 where 7 shorter rounds read 1.061
     ap.add_argument("--images", type=int, default=4096)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, help="default: the model's training batch (256 for CNN1-3)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--tiny-rounds", type=int, default=7, help="rounds of the TinyNet framework-time check")
     ap.add_argument("--step-batches", type=int, default=3, help="batches timed per model in the data-path check")
@@ -297,8 +300,9 @@ def main(argv=None):
     parts = set(args.only or PARTS[:3] + (PARTS[3:] if args.switches else ()))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    factory = MODELS[args.model][0]
-    dm = SyntheticFacesDataModule(num_train=args.images, num_val=64, num_test=64,
+    factory, side, batch = MODELS[args.model]
+    args.batch_size = args.batch_size or batch
+    dm = SyntheticFacesDataModule(num_train=args.images, num_val=64, num_test=64, image_size=side,
                                   batch_size=args.batch_size, augment=BatchAugment())
     dm.setup()
     lightning_epoch(factory, dm, 0, device)  # warm-up (allocator, first-call costs)

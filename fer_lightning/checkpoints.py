@@ -50,3 +50,32 @@ def load_net(path) -> torch.nn.Module:
         first = str(e).strip().splitlines()[0]
         raise UserError(f"{path}: weights do not match {spec['class_path']}: {first}")
     return net.eval()
+
+
+def init_from_checkpoint(net: torch.nn.Module, path, key: str = "model.init_weights") -> str:
+    """Start ``net`` from the weights of a trained net of the same class (fine-tuning: train on
+    FER2013, go on training on JAFFE or a folder of your own). Every tensor must match in name and
+    shape, except the ``classifier``'s, which stay freshly initialised where the number of classes
+    differs. Returns a one-line account of what was loaded."""
+    source = load_net(path)
+    if type(source) is not type(net):
+        raise UserError(f"{key}: {path} holds a {type(source).__name__}, this model is a {type(net).__name__}: "
+                        f"fine-tuning starts from a net of the same class")
+    own, theirs = net.state_dict(), source.state_dict()
+    fresh = []
+    extra = [name for name in theirs if name not in own]
+    if extra:
+        raise UserError(f"{key}: {path} does not fit this {type(net).__name__}: it has {extra[0]}, which this "
+                        f"net has not (its init_args differ: {getattr(source, 'init_args', '?')})")
+    for name, tensor in own.items():
+        if name in theirs and theirs[name].shape == tensor.shape:
+            continue
+        if not name.startswith("classifier."):
+            have = f"shape {tuple(theirs[name].shape)}" if name in theirs else "no such tensor"
+            raise UserError(f"{key}: {path} does not fit this {type(net).__name__}: {name} has shape "
+                            f"{tuple(tensor.shape)} here, {have} there (its init_args differ: "
+                            f"{getattr(source, 'init_args', '?')})")
+        fresh.append(name)
+    net.load_state_dict({k: v for k, v in theirs.items() if k not in fresh}, strict=False)
+    return (f"{key}: {len(own) - len(fresh)} of {len(own)} tensors from {path}"
+            + (f"; a new classifier ({', '.join(fresh)})" if fresh else ""))

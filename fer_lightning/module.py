@@ -7,12 +7,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassConfusionMatrix,
                                          MulticlassF1Score, MulticlassPrecision, MulticlassRecall)
 
-from fer_lightning.checkpoints import net_spec
+from fer_lightning.checkpoints import init_from_checkpoint, net_spec
 from fer_lightning.errors import UserError
 from fer_lightning.tta import check_tta, tta_probs
 
@@ -82,15 +83,22 @@ class ClassifierModule(L.LightningModule):
             optimisation). Trainer limits counted in batches (``limit_train_batches``, an integer
             ``val_check_interval``) count Lightning steps of k batches; ``max_steps`` counts
             optimiser steps but is checked once per Lightning step.
+        init_weights: a trained model's checkpoint (a stage's ``model.ckpt`` or its folder) whose
+            net, of the same class and ``init_args``, starts this training instead of a random
+            initialisation: fine-tuning, e.g. a FER2013 net on JAFFE. Its classifier is kept when
+            the number of classes is the same (every data module orders the classes alike). The
+            path is not saved in this model's checkpoint, which holds the weights themselves.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,
                  scheduler: LRSchedulerCallable | None = None, label_smoothing: float = 0.0,
                  channels_last: bool = True, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                  tta: str = "none", compile: bool | str = False, ema_decay: float = 0.0,
-                 steps_per_execution: int = 1):
+                 steps_per_execution: int = 1, init_weights: str | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "init_weights"])
+        if init_weights:  # on stdout, where a pipeline's log shows what a stage started from
+            rank_zero_only(print)(init_from_checkpoint(net, init_weights), flush=True)
         # Enough to rebuild the net from the checkpoint alone (see checkpoints.load_net).
         self.hparams["net"] = net_spec(net)
         self.net = net

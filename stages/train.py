@@ -3,6 +3,8 @@ probabilities, last-fc features and metrics for the downstream stages.
 
 Inputs (optional): ``teacher``: a ``<stage>.probs`` reference (a trained model or a score-fusion
 ensemble) to distil from: it becomes ``data.init_args.teacher_probs`` (any image data module).
+``init``: a ``<stage>.checkpoint`` reference (or a checkpoint file) whose net starts this training
+(fine-tuning, e.g. FER2013 → JAFFE): it becomes ``model.init_weights``.
 
 The stage config is a LightningCLI config (``model``, ``data``, ``trainer``, ``checkpoint``,
 ``seed_everything``): the same file runs alone with ``fer-lightning train fit --config``.
@@ -35,7 +37,7 @@ SHARED = ("seed", "trainer", "data")  # what the pipeline's shared settings give
 
 
 def run(ctx):
-    return train_and_export(ctx, _with_teacher(ctx.name, ctx.config, ctx.inputs))
+    return train_and_export(ctx, _with_inputs(ctx.name, ctx.config, ctx.inputs))
 
 
 def check(name: str, config: dict, inputs) -> None:
@@ -44,7 +46,7 @@ def check(name: str, config: dict, inputs) -> None:
     make its optimiser and learning-rate schedule on a stand-in parameter, so that a value torch
     refuses (a negative learning rate, a plateau ``factor`` of 1) fails here too rather than when
     the stage's fit starts."""
-    parse_config(name, _with_teacher(name, config, inputs))
+    parse_config(name, _with_inputs(name, config, inputs))
     model = config.get("model") or {}
     optimizer, scheduler = model.get("optimizer"), model.get("scheduler")
     if optimizer is not None and not isinstance(optimizer, dict):
@@ -80,13 +82,18 @@ def data_module_for_reading(name: str, data: dict):
     return instantiate(data, f"stages.{name}.data")
 
 
-def _with_teacher(name: str, cfg: dict, inputs) -> dict:
+def _with_inputs(name: str, cfg: dict, inputs) -> dict:
+    """The stage config with its inputs in their config keys."""
     if not inputs:
         return cfg
-    if not isinstance(inputs, dict) or set(inputs) != {"teacher"}:
-        raise UserError(f"stages.{name}.inputs: a train stage takes only {{teacher: <stage>.probs}}")
+    if not isinstance(inputs, dict) or not inputs or not set(inputs) <= {"teacher", "init"}:
+        raise UserError(f"stages.{name}.inputs: a train stage takes {{teacher: <stage>.probs}} and "
+                        f"{{init: <stage>.checkpoint}}, nothing else")
     cfg = copy.deepcopy(cfg)
-    cfg.setdefault("data", {}).setdefault("init_args", {})["teacher_probs"] = inputs["teacher"]
+    if "teacher" in inputs:
+        cfg.setdefault("data", {}).setdefault("init_args", {})["teacher_probs"] = inputs["teacher"]
+    if "init" in inputs:
+        cfg.setdefault("model", {})["init_weights"] = inputs["init"]
     return cfg
 
 

@@ -95,14 +95,18 @@ def test_a_typo_in_a_light_stage_fails_before_any_stage_trains(tiny_pipeline, tm
     assert not (tmp_path / "cnn1").exists()
 
 
-def test_a_train_stage_takes_only_a_teacher_input_and_only_a_readable_one(tiny_pipeline, tmp_path):
+def test_a_train_stage_takes_only_teacher_and_init_inputs_and_only_readable_ones(tiny_pipeline, tmp_path):
     teacher = tmp_path / "probs.npz"
     teacher.write_bytes(b"not an npz file")
-    with pytest.raises(UserError, match=r"stages.cnn2.inputs: a train stage takes only \{teacher: <stage>.probs\}"):
+    with pytest.raises(UserError, match=r"stages.cnn2.inputs: a train stage takes \{teacher: <stage>.probs\} and "
+                                        r"\{init: <stage>.checkpoint\}, nothing else"):
         _run(tiny_pipeline, tmp_path / "a", [f"stages.cnn2.inputs={{features: {teacher}}}"], only=["cnn2"])
     with pytest.raises(UserError, match=r"^data.teacher_probs: .*probs.npz: not a readable .npz file"):
         _run(tiny_pipeline, tmp_path / "b", [f"stages.cnn2.inputs={{teacher: {teacher}}}"], only=["cnn2"])
     assert not (tmp_path / "b" / "cnn2" / "manifest.json").exists()
+    with pytest.raises(UserError, match=r"probs.npz: not a readable checkpoint"):
+        _run(tiny_pipeline, tmp_path / "c", [f"stages.cnn2.inputs={{init: {teacher}}}"], only=["cnn2"])
+    assert not (tmp_path / "c" / "cnn2" / "manifest.json").exists()
 
 
 def test_a_damaged_npz_input_is_a_one_line_error(tmp_path):

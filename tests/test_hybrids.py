@@ -276,3 +276,33 @@ def test_paper_001_leave_one_subject_out_folds(tmp_path):
     hybrid = rows[-1]["ours"]["test"]
     assert hybrid["acc"] == pytest.approx((m0["test"]["acc"] + m7["test"]["acc"]) / 2)
     assert hybrid["acc_std"] == pytest.approx(np.std([m0["test"]["acc"], m7["test"]["acc"]], ddof=1))
+
+
+TINY_FROM_FER2013 = """
+base: {base}
+name: tiny_jaffe_from_fer2013
+data:
+  init_args: {{root: {root}}}
+trainer: {{max_epochs: 1, accelerator: cpu, enable_model_summary: false}}
+stages:
+  fer2013:   # synthetic faces stand in for FER2013 here
+    params:
+      data: {{class_path: fer_lightning.data.SyntheticFacesDataModule,
+              init_args: {{num_train: 140, num_val: 35, num_test: 35, batch_size: 35}}}}
+  hog_lbp: {{params: {{pca: 10}}}}
+"""
+
+
+@pytest.mark.skipif(not JAFFE.is_dir(), reason="../shared/data not present")
+def test_jaffe_fine_tuned_from_a_fer2013_start_on_real_jaffe_files(tmp_path):
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(TINY_FROM_FER2013.format(base=ROOT / "configs/pipelines/jaffe_from_fer2013.yaml", root=JAFFE))
+    out = run_pipeline_cli(pipe, tmp_path / "out")
+    assert "model.init_weights: 52 of 52 tensors from" in out   # the classifier too: 7 classes both
+    assert "fer2013/model.ckpt" in (tmp_path / "out/finetune/config.yaml").read_text()
+    assert "init_weights" not in (tmp_path / "out/scratch/config.yaml").read_text()
+    for stage in ("scratch", "finetune", "hybrid"):
+        m = json.loads((tmp_path / f"out/{stage}/metrics.json").read_text())
+        assert m["test"]["n"] == 57 and m["train"]["n"] == 133
+    rows = json.loads((tmp_path / "out/report/report.json").read_text())["tables"][0]["rows"]
+    assert len(rows) == 6 and all(r["ours"]["test"]["acc"] is not None for r in rows)

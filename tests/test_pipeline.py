@@ -350,6 +350,12 @@ def test_auto_plan_fills_every_core_up_to_one_extra_slot_and_shares_a_gpu(monkey
         plan_slots(0, 3)
     with pytest.raises(UserError, match=r"jobs: '1.5'"):  # not silently cut to 1
         plan_slots("1.5", 3)
+    # side by side, stages' OpenMP threads wait passively unless the user chose otherwise
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert [s.get("OMP_WAIT_POLICY") for s in plan_slots(3, 3)[0]] == ["PASSIVE"] * 3
+    assert plan_slots(1, 3)[0] == [{"CUDA_VISIBLE_DEVICES": "0"}]              # one at a time: as it was
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert "OMP_WAIT_POLICY" not in plan_slots(3, 3)[0][0]
 
 
 def test_independent_stages_run_side_by_side_with_the_results_of_a_sequential_run(tiny_pipeline, tmp_path):

@@ -57,7 +57,10 @@ def init_from_checkpoint(net: torch.nn.Module, path, key: str = "model.init_weig
     FER2013, go on training on JAFFE or a folder of your own). Every tensor must match in name and
     shape, except the ``classifier``'s, which stay freshly initialised where the number of classes
     differs. Returns a one-line account of what was loaded."""
-    source = load_net(path)
+    try:
+        source = load_net(path)
+    except UserError as e:
+        raise UserError(f"{key}: {e}") from None
     if type(source) is not type(net):
         raise UserError(f"{key}: {path} holds a {type(source).__name__}, this model is a {type(net).__name__}: "
                         f"fine-tuning starts from a net of the same class")

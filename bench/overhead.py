@@ -280,7 +280,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--model", default="CNN2", choices=list(MODELS),
-                    help="the net of the overhead, step-free and switch checks (the data path times every one)")
+                    help="the net of the overhead, switch and compiled checks (the data path times every net)")
     # 7 rounds of 4,096 images rather than 3 of 8,192 (2026-12-07): about as many images per loop,
     # but that day's machine drifted within minutes (the plain loop alone: 259–376 img/s over 7
     # rounds), and a median of 3 read the same code as 0.870 where 7 shorter rounds read 1.061

@@ -65,20 +65,14 @@ def init_from_checkpoint(net: torch.nn.Module, path, key: str = "model.init_weig
         raise UserError(f"{key}: {path} holds a {type(source).__name__}, this model is a {type(net).__name__}: "
                         f"fine-tuning starts from a net of the same class")
     own, theirs = net.state_dict(), source.state_dict()
-    fresh = []
-    extra = [name for name in theirs if name not in own]
-    if extra:
-        raise UserError(f"{key}: {path} does not fit this {type(net).__name__}: it has {extra[0]}, which this "
-                        f"net has not (its init_args differ: {getattr(source, 'init_args', '?')})")
-    for name, tensor in own.items():
-        if name in theirs and theirs[name].shape == tensor.shape:
-            continue
-        if not name.startswith("classifier."):
-            have = f"shape {tuple(theirs[name].shape)}" if name in theirs else "no such tensor"
-            raise UserError(f"{key}: {path} does not fit this {type(net).__name__}: {name} has shape "
-                            f"{tuple(tensor.shape)} here, {have} there (its init_args differ: "
-                            f"{getattr(source, 'init_args', '?')})")
-        fresh.append(name)
+    fresh = [n for n in {**own, **theirs} if n not in own or n not in theirs or own[n].shape != theirs[n].shape]
+    wrong = [n for n in fresh if not n.startswith("classifier.")]
+    if wrong:
+        def shape(state):
+            return f"shape {tuple(state[wrong[0]].shape)}" if wrong[0] in state else "no such tensor"
+
+        raise UserError(f"{key}: {path} does not fit this {type(net).__name__}: {wrong[0]} has {shape(own)} here, "
+                        f"{shape(theirs)} there (its init_args differ: {getattr(source, 'init_args', '?')})")
     net.load_state_dict({k: v for k, v in theirs.items() if k not in fresh}, strict=False)
     return (f"{key}: {len(own) - len(fresh)} of {len(own)} tensors from {path}"
             + (f"; a new classifier ({', '.join(fresh)})" if fresh else ""))

@@ -86,7 +86,7 @@ def _with_inputs(name: str, cfg: dict, inputs) -> dict:
     """The stage config with its inputs in their config keys."""
     if not inputs:
         return cfg
-    if not isinstance(inputs, dict) or not inputs or not set(inputs) <= {"teacher", "init"}:
+    if not isinstance(inputs, dict) or not set(inputs) <= {"teacher", "init"}:
         raise UserError(f"stages.{name}.inputs: a train stage takes {{teacher: <stage>.probs}} and "
                         f"{{init: <stage>.checkpoint}}, nothing else")
     cfg = copy.deepcopy(cfg)

@@ -88,13 +88,19 @@ class ClassifierModule(L.LightningModule):
             initialisation: fine-tuning, e.g. a FER2013 net on JAFFE. Its classifier is kept when
             the number of classes is the same (every data module orders the classes alike). The
             path is not saved in this model's checkpoint, which holds the weights themselves.
+        feature_lr_scale: the learning rate of everything but the net's last layer (``classifier``)
+            is the optimiser's times this, under any scheduler — for fine-tuning, where a small
+            scale keeps what the start learned while the classifier adapts. 0 freezes those
+            weights (the classifier alone trains; batch-norm statistics still follow the new data,
+            as in Lightning's ``BackboneFinetuning``); 1, the default, trains all alike.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,
                  scheduler: LRSchedulerCallable | None = None, label_smoothing: float = 0.0,
                  channels_last: bool = True, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                  tta: str = "none", compile: bool | str = False, ema_decay: float = 0.0,
-                 steps_per_execution: int = 1, init_weights: str | None = None):
+                 steps_per_execution: int = 1, init_weights: str | None = None,
+                 feature_lr_scale: float = 1.0):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "init_weights"])
         if init_weights:  # on stdout, where a pipeline's log shows what a stage started from
@@ -116,6 +122,13 @@ class ClassifierModule(L.LightningModule):
             raise ValueError("model.steps_per_execution > 1 and model.ema_decay do not combine: the weight average "
                              "is updated once per Lightning step; set one of them back to its default")
         self.steps_per_execution = steps_per_execution
+        if not feature_lr_scale >= 0:
+            raise ValueError(f"model.feature_lr_scale: expected 0 (frozen features) or more, got {feature_lr_scale}")
+        self.feature_lr_scale = feature_lr_scale
+        if feature_lr_scale == 0:  # no gradients for them: the backward pass stops at the classifier
+            head = {id(p) for p in net.classifier.parameters()}
+            for p in net.parameters():
+                p.requires_grad_(id(p) in head and p.requires_grad)
         self.automatic_optimization = steps_per_execution == 1
         n = net.classifier.out_features
         self.val_metrics = classification_metrics(n).clone(prefix="val/")
@@ -306,7 +319,13 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
+        if self.feature_lr_scale not in (0, 1):  # (0: the features have no gradients, see __init__)
+            head = {id(p) for p in self.net.classifier.parameters()}
+            params = [{"params": [p for p in params if id(p) in head]},
+                      {"params": [p for p in params if id(p) not in head]}]
         opt = self.optimizer_factory(params) if self.optimizer_factory else default_optimizer(params)
+        if self.feature_lr_scale not in (0, 1):  # before the scheduler, which starts from these rates
+            opt.param_groups[1]["lr"] *= self.feature_lr_scale
         if self.scheduler_factory is None:
             return opt
         scheduler = self.scheduler_factory(opt)

@@ -31,6 +31,13 @@ stages:
     params: {{model: {{net: {{init_args: {{widths: [4, 8], fc: [8]}}}},
                        optimizer: {{class_path: torch.optim.SGD, init_args: {{lr: 0.0}}}}}}}}
     inputs: {{init: source.checkpoint}}
+  head_only:
+    kind: train
+    config: {vgg}
+    # frozen features: only the classifier moves, at a learning rate that surely moves it
+    params: {{model: {{net: {{init_args: {{widths: [4, 8], fc: [8]}}}}, feature_lr_scale: 0,
+                       optimizer: {{class_path: torch.optim.SGD, init_args: {{lr: 0.5}}}}}}}}
+    inputs: {{init: source.checkpoint}}
 """
 
 
@@ -53,6 +60,9 @@ def test_a_train_stage_starts_from_another_stages_net(tmp_path):
     # the saved checkpoint holds weights, not the path it started from
     hparams = torch.load(out / "tuned" / "model.ckpt", map_location="cpu", weights_only=False)["hyper_parameters"]
     assert "init_weights" not in hparams
+    head_only = _params(out / "head_only" / "model.ckpt")
+    changed = {n for n in source if not torch.equal(source[n], head_only[n])}
+    assert changed == {"net.classifier.weight", "net.classifier.bias"}
 
     # another architecture cannot start from it: one line naming the key and the first tensor
     with pytest.raises(UserError, match=r"^model.init_weights: .*model.ckpt does not fit this VGGNet: "
@@ -82,3 +92,22 @@ def test_a_new_classifier_where_the_classes_differ_and_clear_errors(tmp_path):
         init_from_checkpoint(VGGNet(widths=[4, 8], fc=[8]), five)
     with pytest.raises(UserError, match=r"^model.init_weights: .*missing.ckpt: checkpoint not found"):
         init_from_checkpoint(net, tmp_path / "missing.ckpt")
+
+
+def test_feature_lr_scale_slows_all_but_the_classifier_under_a_scheduler():
+    from fer_lightning.module import ClassifierModule
+
+    module = ClassifierModule(CNN2(widths=[4, 8, 8, 8], fc=[16, 8]), feature_lr_scale=0.25,
+                              optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                              scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5))
+    setup = module.configure_optimizers()
+    opt, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    head, rest = opt.param_groups
+    assert head["params"] == list(module.net.classifier.parameters())
+    assert len(head["params"]) + len(rest["params"]) == len(list(module.parameters()))
+    assert (head["lr"], rest["lr"]) == pytest.approx((0.1, 0.025))
+    opt.step()   # (no gradients: changes nothing; the order schedulers expect)
+    scheduler.step()
+    assert (head["lr"], rest["lr"]) == pytest.approx((0.05, 0.0125))
+    with pytest.raises(ValueError, match=r"^model.feature_lr_scale: expected 0 \(frozen features\) or more, got -1"):
+        ClassifierModule(CNN2(widths=[4, 8, 8, 8], fc=[16, 8]), feature_lr_scale=-1)

@@ -299,7 +299,8 @@ def test_jaffe_fine_tuned_from_a_fer2013_start_on_real_jaffe_files(tmp_path):
     pipe.write_text(TINY_FROM_FER2013.format(base=ROOT / "configs/pipelines/jaffe_from_fer2013.yaml", root=JAFFE))
     out = run_pipeline_cli(pipe, tmp_path / "out")
     assert "model.init_weights: 52 of 52 tensors from" in out   # the classifier too: 7 classes both
-    assert "fer2013/model.ckpt" in (tmp_path / "out/finetune/config.yaml").read_text()
+    finetune = (tmp_path / "out/finetune/config.yaml").read_text()
+    assert "fer2013/model.ckpt" in finetune and "lr: 0.001" in finetune   # the measured fine-tuning rate
     assert "init_weights" not in (tmp_path / "out/scratch/config.yaml").read_text()
     for stage in ("scratch", "finetune", "hybrid"):
         m = json.loads((tmp_path / f"out/{stage}/metrics.json").read_text())

@@ -91,8 +91,8 @@ class ClassifierModule(L.LightningModule):
         feature_lr_scale: the learning rate of everything but the net's last layer (``classifier``)
             is the optimiser's times this, under any scheduler — for fine-tuning, where a small
             scale keeps what the start learned while the classifier adapts. 0 freezes those
-            weights (the classifier alone trains; batch-norm statistics still follow the new data,
-            as in Lightning's ``BackboneFinetuning``); 1, the default, trains all alike.
+            weights (the classifier alone trains; batch-norm layers stay in training mode, so
+            their running statistics follow the new data); 1, the default, trains all alike.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerCallable | None = None,

@@ -39,6 +39,12 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     })
 
 
+def split_off_classifier(net: nn.Module, params) -> tuple[list, list]:
+    """``params`` as (those of ``net.classifier``, the rest), for ``feature_lr_scale``."""
+    head, params = {id(p) for p in net.classifier.parameters()}, list(params)
+    return [p for p in params if id(p) in head], [p for p in params if id(p) not in head]
+
+
 def default_optimizer(params):
     """The optimiser of a model config that names none."""
     return torch.optim.Adam(params, lr=1e-3)
@@ -126,9 +132,8 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"model.feature_lr_scale: expected 0 (frozen features) or more, got {feature_lr_scale}")
         self.feature_lr_scale = feature_lr_scale
         if feature_lr_scale == 0:  # no gradients for them: the backward pass stops at the classifier
-            head = {id(p) for p in net.classifier.parameters()}
-            for p in net.parameters():
-                p.requires_grad_(id(p) in head and p.requires_grad)
+            for p in split_off_classifier(net, net.parameters())[1]:
+                p.requires_grad_(False)
         self.automatic_optimization = steps_per_execution == 1
         n = net.classifier.out_features
         self.val_metrics = classification_metrics(n).clone(prefix="val/")
@@ -319,12 +324,12 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        if self.feature_lr_scale not in (0, 1):  # (0: the features have no gradients, see __init__)
-            head = {id(p) for p in self.net.classifier.parameters()}
-            params = [{"params": [p for p in params if id(p) in head]},
-                      {"params": [p for p in params if id(p) not in head]}]
+        scaled = self.feature_lr_scale not in (0, 1)  # (0: the rest has no gradients, see __init__)
+        if scaled:
+            head, rest = split_off_classifier(self.net, params)
+            params = [{"params": head}, {"params": rest}]
         opt = self.optimizer_factory(params) if self.optimizer_factory else default_optimizer(params)
-        if self.feature_lr_scale not in (0, 1):  # before the scheduler, which starts from these rates
+        if scaled:  # before the scheduler, which starts from these rates
             opt.param_groups[1]["lr"] *= self.feature_lr_scale
         if self.scheduler_factory is None:
             return opt

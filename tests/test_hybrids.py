@@ -141,7 +141,7 @@ def test_foreach_copies_and_binding(tmp_path):
 data: {class_path: fer_lightning.data.SyntheticFacesDataModule}
 stages:
   a: {kind: train, foreach: {data.init_args.seed: [1, 2]}}
-  b: {kind: probe, foreach: {run: [1, 2]}, inputs: {features: {a: a.features}}}
+  b: {kind: probe, foreach: {seed: [1, 2]}, inputs: {features: {a: a.features}}}
   r: {kind: report, inputs: {b: b.metrics}}
 """)
     pipe = load_pipeline(p)
@@ -150,13 +150,55 @@ stages:
     assert "init_args" not in pipe.stages["a@1"].config["data"] or pipe.stages["a@1"].config["data"]["init_args"]["seed"] == 1
     assert pipe.stages["b@2"].inputs == {"features": {"a": "a@2.features"}}
     assert pipe.stages["r"].inputs == {"b": ["b@1.metrics", "b@2.metrics"]}
-    p.write_text(p.read_text().replace("run: [1, 2]", "run: [1, 3]"))
-    with pytest.raises(UserError, match="not the same one"):
+    p.write_text(p.read_text().replace("foreach: {seed: [1, 2]}", "foreach: {seed: [1, 3]}"))
+    with pytest.raises(UserError, match=r"both stages loop over 'seed', but over different values \(\[1, 2\] and \[1, 3\]\)"):
+        load_pipeline(p)
+    p.write_text(p.read_text().replace("foreach: {seed: [1, 3]}", "foreach: {run: [1, 2]}"))
+    # a key's last name is its dimension: 'run' is not 'data.init_args.seed', so no copy of a is b@1's
+    with pytest.raises(UserError, match="'a' loops over seed and 'b' over run, with no dimension in common"):
         load_pipeline(p)
     for bad in ("1.5", "a/b", "x@y", "true"):   # each names a copy: <stage>@<value>, a folder and a reference
         p.write_text(re.sub(r"run: \[[^]]*\]", f"run: [{bad}]", p.read_text()))
         with pytest.raises(UserError, match="must be an integer or a name of letters, digits"):
             load_pipeline(p)
+
+
+def test_foreach_over_several_keys_runs_every_combination(tmp_path):
+    # seeds × folds: each combination a copy, stage@<seed>@<fold>; a reference binds on the
+    # dimensions both stages loop over and takes every copy along the rest
+    from fer_lightning.pipeline.runner import _expand_names
+    from fer_lightning.pipeline.spec import load_pipeline
+
+    p = tmp_path / "p.yaml"
+    p.write_text("""
+data: {class_path: fer_lightning.data.JAFFEDataModule, init_args: {root: jaffe, split: loso}}
+seed: 7
+stages:
+  a: {kind: train, foreach: {seed: [0, 1], data.init_args.fold: [0, 1, 2]}}
+  h: {kind: handcrafted, foreach: {data.init_args.fold: [0, 1, 2]}}
+  head: {kind: head, foreach: {seed: [0, 1], fold: [0, 1, 2]}, inputs: {features: [a.features, h.features]}}
+  per_seed: {kind: report, foreach: {seed: [0, 1]}, inputs: {a: a.metrics}}
+  r: {kind: report, inputs: {a: a.metrics, head: head.metrics}}
+""")
+    pipe = load_pipeline(p)
+    copies = [n for n in pipe.stages if n.startswith("a@")]
+    assert sorted(copies) == ["a@0@0", "a@0@1", "a@0@2", "a@1@0", "a@1@1", "a@1@2"]
+    cfg = pipe.stages["a@1@2"].config
+    assert cfg["seed_everything"] == 1 and cfg["data"]["init_args"]["fold"] == 2
+    assert pipe.stages["a@0@1"].config["seed_everything"] == 0
+    assert pipe.stages["h@2"].config["data"]["init_args"]["fold"] == 2
+    assert pipe.stages["head@1@2"].inputs == {"features": ["a@1@2.features", "h@2.features"]}
+    assert pipe.stages["head@1@2"].config["seed_everything"] == 1
+    assert pipe.stages["per_seed@1"].inputs == {"a": ["a@1@0.metrics", "a@1@1.metrics", "a@1@2.metrics"]}
+    assert pipe.stages["r"].inputs["a"] == [f"a@{s}@{f}.metrics" for s in (0, 1) for f in (0, 1, 2)]
+    assert _expand_names(pipe, ["a@1"]) == ["a@1@0", "a@1@1", "a@1@2"]  # --only a@1: seed 1's folds
+    text = p.read_text()
+    p.write_text(text.replace("{seed: [0, 1], fold:", "{data.init_args.seed: [0, 1], seed: [0, 1], fold:"))
+    with pytest.raises(UserError, match="'data.init_args.seed' and 'seed' are both dimension 'seed'"):
+        load_pipeline(p)
+    p.write_text(text.replace("fold: [0, 1, 2]}, inputs", "fold: [0, 1, 1]}, inputs"))
+    with pytest.raises(UserError, match=r"stages.head.foreach.fold: a value is repeated in \[0, 1, 1\]"):
+        load_pipeline(p)
 
 
 def test_foreach_over_seeds(tmp_path):
@@ -290,6 +332,10 @@ stages:
       data: {{class_path: fer_lightning.data.SyntheticFacesDataModule,
               init_args: {{num_train: 140, num_val: 35, num_test: 35, batch_size: 35}}}}
   hog_lbp: {{params: {{pca: 10}}}}
+  scratch: {{foreach: {{seed: [0, 1]}}}}    # two of the file's ten seeds
+  finetune: {{foreach: {{seed: [0, 1]}}}}
+  hybrid: {{foreach: {{seed: [0, 1]}}}}
+  probe: {{foreach: {{seed: [0, 1]}}}}
 """
 
 
@@ -299,11 +345,14 @@ def test_jaffe_fine_tuned_from_a_fer2013_start_on_real_jaffe_files(tmp_path):
     pipe.write_text(TINY_FROM_FER2013.format(base=ROOT / "configs/pipelines/jaffe_from_fer2013.yaml", root=JAFFE))
     out = run_pipeline_cli(pipe, tmp_path / "out")
     assert "model.init_weights: 52 of 52 tensors from" in out   # the classifier too: 7 classes both
-    finetune = (tmp_path / "out/finetune/config.yaml").read_text()
+    finetune = (tmp_path / "out/finetune@1/config.yaml").read_text()
     assert "fer2013/model.ckpt" in finetune and "lr: 0.001" in finetune   # the measured fine-tuning rate
-    assert "init_weights" not in (tmp_path / "out/scratch/config.yaml").read_text()
-    for stage in ("scratch", "finetune", "hybrid"):
+    assert "seed_everything: 1" in finetune
+    assert "init_weights" not in (tmp_path / "out/scratch@0/config.yaml").read_text()
+    assert "finetune@1/features.npz" in (tmp_path / "out/hybrid@1/config.yaml").read_text()
+    for stage in ("scratch@0", "finetune@1", "hybrid@0"):
         m = json.loads((tmp_path / f"out/{stage}/metrics.json").read_text())
         assert m["test"]["n"] == 57 and m["train"]["n"] == 133
     rows = json.loads((tmp_path / "out/report/report.json").read_text())["tables"][0]["rows"]
     assert len(rows) == 6 and all(r["ours"]["test"]["acc"] is not None for r in rows)
+    assert all("acc_std" in r["ours"]["test"] for r in rows)   # mean ± std over the two seeds

@@ -28,12 +28,16 @@ Each stage kind says which of the shared ``seed``/``trainer``/``data`` it receiv
 ``foreach`` (cross-validation folds, seeds, ...) runs a stage once per value. A dotted key
 (``data.init_args.fold``) is set to the value in each copy's config; ``seed`` sets what the top-level
 ``seed`` sets (a training stage's ``seed_everything``), for stages that take it; any other plain
-name (``fold``) only labels the copies, for stages that just consume other copies' outputs. A reference from a stage
-with a ``foreach`` over the same values binds to the copy of the same value; a reference from a
-stage without one becomes the list of every copy's output (a report then shows mean ± std).
+name (``fold``) only labels the copies, for stages that just consume other copies' outputs.
+Several keys run every combination: ``{seed: [0, 1], data.init_args.fold: [0, 1, 2]}`` makes six
+copies, ``stage@<seed>@<fold>``. A key's last name is its *dimension* (``data.init_args.fold`` and
+``fold`` are one). A reference binds to the copies of the stage it names that agree with the
+referring copy on every dimension both loop over, and takes every copy along the dimensions the
+referring stage does not loop over: the list of them (a report then shows mean ± std).
 """
 
 import copy
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,26 +254,29 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
             if up_kind in KINDS and out not in KINDS[up_kind].OUTPUTS:
                 raise UserError(f"{path}: stages.{name}.inputs: stage '{up}' ({up_kind}) has no output "
                                 f"'{out}' (it has {', '.join(KINDS[up_kind].OUTPUTS)})")
-            if loops[up] and loops[name] and loops[up][1] != loops[name][1]:
-                raise UserError(f"{path}: stages.{name}.inputs: '{ref}': both stages have a foreach, "
-                                f"but not the same one")
-        key, values = loops[name] or (None, [None])
-        # the config key each copy's value goes to (None: the value only labels the copies)
-        target = key if key is not None and "." in key else seed_key if key == "seed" else None
-        if key == "seed" and target:
-            for v in values:
-                _checked_seed(v, f"{path}: stages.{name}.foreach.seed")
-        for value in values:
+            if loops[up] and loops[name]:
+                _check_loops_meet(loops[up], loops[name], f"{path}: stages.{name}.inputs: '{ref}'", up, name)
+        # the config key each dimension's value goes to (None: the value only labels the copies)
+        targets = {}
+        for key, values in loops[name] or []:
+            targets[key] = key if "." in key else seed_key if key == "seed" else None
+            if key == "seed" and targets[key]:
+                for v in values:
+                    _checked_seed(v, f"{path}: stages.{name}.foreach.seed")
+        for combo in itertools.product(*[values for _, values in loops[name] or []]):
             copy_cfg = cfg
-            if target is not None:
+            if any(targets.values()):
                 copy_cfg = copy.deepcopy(cfg)
-                set_dotted(copy_cfg, target, value)
-            inputs = _bind(st.get("inputs"), loops, value if key is not None else None)
+                for key, value in zip(targets, combo):
+                    if targets[key] is not None:
+                        set_dotted(copy_cfg, targets[key], value)
+            at = {_dimension(key): value for key, value in zip(targets, combo)}
+            inputs = _bind(st.get("inputs"), loops, at)
             deps = []
             for ref in iter_refs(inputs):
                 if not is_file_ref(ref) and (up := ref.partition(".")[0]) not in deps:
                     deps.append(up)
-            copy_name = name if key is None else f"{name}@{value}"
+            copy_name = "@".join([name, *map(str, combo)])
             stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps)
     if data is not None and not any("data" in s.config for s in stages.values()):
         raise UserError(f"--data {data}: no stage of {path.name} reads the pipeline's data (its inputs are other "
@@ -289,33 +296,64 @@ def _checked_seed(value, where: str) -> int:
 
 
 def _foreach(spec, where: str):
-    """``{dotted.key: [values]}`` → (key, values), or None."""
+    """``{dotted.key: [values], ...}`` → [(key, values), ...] (every combination runs), or None."""
     if spec is None:
         return None
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise UserError(f"{where}: expected one mapping entry, e.g. {{data.init_args.fold: [0, 1, 2]}}")
-    (key, values), = spec.items()
-    if not isinstance(values, list) or not values:
-        raise UserError(f"{where}.{key}: expected a non-empty list of values")
-    for v in values:  # each value names a copy, <stage>@<value>: a folder and a reference
-        if isinstance(v, bool) or not isinstance(v, (int, str)) or not _NAME.fullmatch(str(v)):
-            raise UserError(f"{where}.{key}: value {v!r} must be an integer or a name of letters, digits, "
-                            f"'_' and '-'")
-    return key, values
+    if not isinstance(spec, dict) or not spec:
+        raise UserError(f"{where}: expected a mapping of key -> values, e.g. {{data.init_args.fold: [0, 1, 2]}}")
+    loops, seen = [], {}
+    for key, values in spec.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}.{key}: expected a non-empty list of values")
+        for v in values:  # each value names a copy, <stage>@<value>: a folder and a reference
+            if isinstance(v, bool) or not isinstance(v, (int, str)) or not _NAME.fullmatch(str(v)):
+                raise UserError(f"{where}.{key}: value {v!r} must be an integer or a name of letters, digits, "
+                                f"'_' and '-'")
+        if len(set(values)) != len(values):
+            raise UserError(f"{where}.{key}: a value is repeated in {values} (each value names one copy)")
+        if _dimension(key) in seen:
+            raise UserError(f"{where}: '{seen[_dimension(key)]}' and '{key}' are both dimension "
+                            f"'{_dimension(key)}' (a key's last name); loop over it once")
+        seen[_dimension(key)] = key
+        loops.append((key, values))
+    return loops
 
 
-def _bind(inputs, loops: dict, value):
-    """Point references at foreach copies: the copy of ``value`` when the referring stage is itself
-    a copy, else the list of every copy — which, inside a list of references (score fusion's
-    members, fuse's backbones), takes the reference's place: [a.probs, b.probs] -> [a@0.probs,
-    a@1.probs, b.probs]."""
+def _dimension(key: str) -> str:
+    """What a foreach key loops over: its last name (``data.init_args.fold`` and ``fold`` are one)."""
+    return str(key).rsplit(".", 1)[-1]
+
+
+def _check_loops_meet(up_loops, loops, where: str, up: str, name: str):
+    """A stage that loops and reads a stage that loops must share a dimension with it, over the same
+    values: else no copy of one belongs to a copy of the other."""
+    up_dims = {_dimension(k): v for k, v in up_loops}
+    dims = {_dimension(k): v for k, v in loops}
+    shared = [d for d in dims if d in up_dims]
+    if not shared:
+        raise UserError(f"{where}: '{up}' loops over {', '.join(up_dims)} and '{name}' over {', '.join(dims)}, "
+                        f"with no dimension in common; name '{name}'s foreach key like '{up}'s "
+                        f"(a key's last name is its dimension: 'fold' is 'data.init_args.fold')")
+    for d in shared:
+        if set(map(str, dims[d])) != set(map(str, up_dims[d])):
+            raise UserError(f"{where}: both stages loop over '{d}', but over different values "
+                            f"({up_dims[d]} and {dims[d]})")
+
+
+def _bind(inputs, loops: dict, at: dict):
+    """Point references at foreach copies: those of the referring copy's values (``at``, dimension ->
+    value) on the dimensions both stages loop over, every copy along the others. A reference to
+    more than one copy becomes a list, which, inside a list of references (score fusion's members,
+    fuse's backbones), takes the reference's place: [a.probs, b.probs] -> [a@0.probs, a@1.probs, b.probs]."""
     def bind_ref(ref):
         up, _, out = ref.partition(".")
         if is_file_ref(ref) or not loops.get(up):
             return ref
-        if value is not None:
-            return f"{up}@{value}.{out}"
-        return [f"{up}@{v}.{out}" for v in loops[up][1]]
+        dims = [_dimension(k) for k, _ in loops[up]]
+        copies = [f"{'@'.join([up, *map(str, combo)])}.{out}"
+                  for combo in itertools.product(*[values for _, values in loops[up]])
+                  if all(str(at[d]) == str(v) for d, v in zip(dims, combo) if d in at)]
+        return copies[0] if all(d in at for d in dims) else copies
 
     def bind(x):
         if isinstance(x, str):

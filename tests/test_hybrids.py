@@ -201,6 +201,23 @@ stages:
         load_pipeline(p)
 
 
+def test_a_bad_foreach_value_fails_the_check_before_anything_runs(tmp_path):
+    # the runner checks one copy per new value, not every copy: a value first seen in the last
+    # copy is still checked, before the first stage starts
+    from fer_lightning.pipeline.runner import run_pipeline
+    from fer_lightning.pipeline.spec import load_pipeline
+
+    p = tmp_path / "p.yaml"
+    p.write_text("""
+data: {class_path: fer_lightning.data.SyntheticFacesDataModule}
+stages:
+  a: {kind: train, config: %s, foreach: {seed: [0, 1, 2], data.init_args.num_train: [40, 60, many]}}
+""" % (ROOT / "configs/models/cnn1.yaml"))
+    with pytest.raises(UserError, match=r"stages.a@0@many: invalid config: .*num_train"):
+        run_pipeline(load_pipeline(p), tmp_path / "out", dry_run=True, log=lambda *_: None)
+    assert not (tmp_path / "out" / "a@0@40").exists()
+
+
 def test_foreach_over_seeds(tmp_path):
     # `seed` sets each copy's seed_everything (what the top-level seed sets); a list of inputs takes
     # every copy in turn; on a kind without a seed (score fusion) `seed` only labels the copies

@@ -56,6 +56,8 @@ class Stage:
     config: dict                    # fully resolved: what the stage receives
     inputs: object = None           # as declared: refs in a str / list / dict structure
     deps: list = field(default_factory=list)
+    copy_of: str = ""               # a foreach copy: the stage it copies, and its value per key
+    loop_values: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -277,7 +279,8 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
                 if not is_file_ref(ref) and (up := ref.partition(".")[0]) not in deps:
                     deps.append(up)
             copy_name = "@".join([name, *map(str, combo)])
-            stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps)
+            stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps,
+                                      name if combo else "", dict(zip(targets, combo)))
     if data is not None and not any("data" in s.config for s in stages.values()):
         raise UserError(f"--data {data}: no stage of {path.name} reads the pipeline's data (its inputs are other "
                         f"runs' files); leave --data out")

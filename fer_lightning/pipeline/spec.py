@@ -312,7 +312,7 @@ def _foreach(spec, where: str):
             if isinstance(v, bool) or not isinstance(v, (int, str)) or not _NAME.fullmatch(str(v)):
                 raise UserError(f"{where}.{key}: value {v!r} must be an integer or a name of letters, digits, "
                                 f"'_' and '-'")
-        if len(set(values)) != len(values):
+        if len({str(v) for v in values}) != len(values):
             raise UserError(f"{where}.{key}: a value is repeated in {values} (each value names one copy)")
         if _dimension(key) in seen:
             raise UserError(f"{where}: '{seen[_dimension(key)]}' and '{key}' are both dimension "

@@ -372,4 +372,5 @@ def test_jaffe_fine_tuned_from_a_fer2013_start_on_real_jaffe_files(tmp_path):
         assert m["test"]["n"] == 57 and m["train"]["n"] == 133
     rows = json.loads((tmp_path / "out/report/report.json").read_text())["tables"][0]["rows"]
     assert len(rows) == 6 and all(r["ours"]["test"]["acc"] is not None for r in rows)
-    assert all("acc_std" in r["ours"]["test"] for r in rows)   # mean ± std over the two seeds
+    # mean ± std over the two seeds; HOG/LBP's SVM has no seed and runs once
+    assert ["acc_std" in r["ours"]["test"] for r in rows] == [True, True, True, True, False, True]

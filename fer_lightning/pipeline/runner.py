@@ -20,7 +20,7 @@ from fer_lightning.pipeline.cache import (Fingerprints, check_done, code_version
 from fer_lightning.pipeline.processes import (Running, StageContext, child_result, execute_in_process_or_child,
                                               interrupts_win_over_stage_failures, relay_progress, start_child,
                                               stop_children, torch_threads)
-from fer_lightning.pipeline.spec import Pipeline, Stage, map_refs
+from fer_lightning.pipeline.spec import Pipeline, Stage, copied_stage, map_refs
 
 
 def _substitute(inputs, refs: dict):
@@ -169,8 +169,8 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                 # foreach copies differ only in their values: a copy whose every value another copy
                 # already had needs no check of its own (50 seed × fold copies: ~10 checks, not 50,
                 # each ~0.5 s of parsing)
-                values = {(stage.copy_of, k, repr(v)) for k, v in stage.loop_values.items()}
-                if check and not (stage.copy_of and values <= covered):
+                values = {(copied_stage(name), k, repr(v)) for k, v in stage.loop_values.items()}
+                if check and not (values and values <= covered):
                     covered |= values
                     check(name, stage.config, stage.inputs)
             if dry_run:

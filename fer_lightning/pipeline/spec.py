@@ -56,8 +56,7 @@ class Stage:
     config: dict                    # fully resolved: what the stage receives
     inputs: object = None           # as declared: refs in a str / list / dict structure
     deps: list = field(default_factory=list)
-    copy_of: str = ""               # a foreach copy: the stage it copies, and its value per key
-    loop_values: dict = field(default_factory=dict)
+    loop_values: dict = field(default_factory=dict)  # a foreach copy's value per key (else empty)
 
 
 @dataclass
@@ -259,13 +258,14 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
             if loops[up] and loops[name]:
                 _check_loops_meet(loops[up], loops[name], f"{path}: stages.{name}.inputs: '{ref}'", up, name)
         # the config key each dimension's value goes to (None: the value only labels the copies)
+        loop = loops[name] or []
         targets = {}
-        for key, values in loops[name] or []:
+        for key, values in loop:
             targets[key] = key if "." in key else seed_key if key == "seed" else None
             if key == "seed" and targets[key]:
                 for v in values:
                     _checked_seed(v, f"{path}: stages.{name}.foreach.seed")
-        for combo in itertools.product(*[values for _, values in loops[name] or []]):
+        for combo in itertools.product(*[values for _, values in loop]):
             copy_cfg = cfg
             if any(targets.values()):
                 copy_cfg = copy.deepcopy(cfg)
@@ -278,9 +278,8 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
             for ref in iter_refs(inputs):
                 if not is_file_ref(ref) and (up := ref.partition(".")[0]) not in deps:
                     deps.append(up)
-            copy_name = "@".join([name, *map(str, combo)])
-            stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps,
-                                      name if combo else "", dict(zip(targets, combo)))
+            copy_name = _copy_name(name, combo)
+            stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps, dict(zip(targets, combo)))
     if data is not None and not any("data" in s.config for s in stages.values()):
         raise UserError(f"--data {data}: no stage of {path.name} reads the pipeline's data (its inputs are other "
                         f"runs' files); leave --data out")
@@ -322,6 +321,16 @@ def _foreach(spec, where: str):
     return loops
 
 
+def _copy_name(stage: str, values) -> str:
+    """A foreach copy's name, ``stage@<value>@<value>``: the stage's own name when it has no foreach."""
+    return "@".join([stage, *map(str, values)])
+
+
+def copied_stage(name: str) -> str:
+    """The stage a foreach copy copies (``finetune@3@7`` → ``finetune``)."""
+    return name.partition("@")[0]
+
+
 def _dimension(key: str) -> str:
     """What a foreach key loops over: its last name (``data.init_args.fold`` and ``fold`` are one)."""
     return str(key).rsplit(".", 1)[-1]
@@ -353,7 +362,7 @@ def _bind(inputs, loops: dict, at: dict):
         if is_file_ref(ref) or not loops.get(up):
             return ref
         dims = [_dimension(k) for k, _ in loops[up]]
-        copies = [f"{'@'.join([up, *map(str, combo)])}.{out}"
+        copies = [f"{_copy_name(up, combo)}.{out}"
                   for combo in itertools.product(*[values for _, values in loops[up]])
                   if all(str(at[d]) == str(v) for d, v in zip(dims, combo) if d in at)]
         return copies[0] if all(d in at for d in dims) else copies

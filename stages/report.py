@@ -5,6 +5,10 @@ Inputs: a mapping ``{source name: <stage>.metrics}``. A source that is a list (t
 ``foreach`` stage, e.g. cross-validation folds) is shown as mean ± standard deviation over the
 copies; its confusion matrix is their sum.
 Params:
+  spread_over: a foreach dimension, e.g. ``seed``: a row's ± is then the standard deviation over
+          that dimension of each value's mean over the other copies (over a seeds × folds grid:
+          each seed's fold mean, then their spread over seeds, not the subjects' spread over all
+          copies); a row whose copies do not loop over it shows its mean without a ±.
   title: heading of the report.
   splits: the splits to show, e.g. ``[test, private_test]`` (missing ones show as —).
   split_labels: how to name splits in the tables, e.g. ``{test: "test (Public+Private)"}``; they
@@ -23,7 +27,7 @@ from fer_lightning.plots import plot_confusion
 from fer_lightning.tracking import log_stage
 
 OUTPUTS = {"report": "report.md", "json": "report.json"}
-PARAMS = ("title", "notes", "splits", "split_labels", "tables", "per_class")  # what params may hold
+PARAMS = ("title", "notes", "splits", "split_labels", "tables", "per_class", "spread_over")  # what params may hold
 DATASET_PARAMS = ("split_labels",)  # dropped when --data swaps in another kind of dataset
 SPLIT_NAMES = {"private_test": "PrivateTest", "public_test": "PublicTest"}  # params.split_labels adds more
 
@@ -48,10 +52,10 @@ def aggregate(runs: list):
 
     if not all(isinstance(r, dict) for r in runs):
         return None
-    out = {"copies": len(runs)}
+    out = {"copies": sum(r.get("copies", 1) for r in runs)}
     for k in runs[0]:
         vals = [r.get(k) for r in runs]
-        if any(v is None for v in vals):
+        if k == "copies" or any(v is None for v in vals):
             continue
         if k == "confusion":
             out[k] = np.sum(vals, axis=0).tolist()
@@ -63,6 +67,24 @@ def aggregate(runs: list):
         elif all(isinstance(v, dict) for v in vals):
             out[k] = aggregate(vals)
     return out
+
+
+def _without_std(metrics: dict) -> dict:
+    return {k: _without_std(v) if isinstance(v, dict) else v for k, v in metrics.items() if not k.endswith("_std")}
+
+
+def aggregate_copies(runs: list, loops: list, spread_over: str | None = None):
+    """``aggregate`` of a stage's foreach copies (``loops``: each copy's ``{dimension: value}``);
+    with ``spread_over``, the copies of each value of that dimension are averaged first, and the
+    ``_std`` is the spread of those means (copies that do not loop over it: no ``_std``)."""
+    if spread_over is None:
+        return aggregate(runs)
+    if any(spread_over not in at for at in loops):
+        return _without_std(aggregate(runs))
+    groups = {}
+    for r, at in zip(runs, loops):
+        groups.setdefault(repr(at[spread_over]), []).append(r)
+    return aggregate([_without_std(aggregate(g)) for g in groups.values()])
 
 
 def _cell(values: dict, column: str) -> str:
@@ -85,7 +107,8 @@ def build_tables(metrics: dict, tables: list, splits: list, ctx_name: str) -> li
     return out
 
 
-def to_markdown(title: str, tables: list, splits: list, notes: str = "", labels=SPLIT_NAMES) -> str:
+def to_markdown(title: str, tables: list, splits: list, notes: str = "", labels=SPLIT_NAMES,
+                spread_over: str | None = None) -> str:
     lines = [f"# {title}", ""]
     if notes:
         lines += [notes.strip(), ""]
@@ -104,7 +127,9 @@ def to_markdown(title: str, tables: list, splits: list, notes: str = "", labels=
         lines.append("")
     lines.append("Accuracy is micro-averaged; precision, recall and F1 are macro averages over the "
                  "classes that occur among a split's labels or predictions (all 7 on FER2013), in percent; "
-                 "a ± is the standard deviation over a stage's foreach copies.")
+                 + ("a ± is the standard deviation over a stage's foreach copies." if spread_over is None else
+                    f"a ± is the standard deviation over {spread_over} of each {spread_over}'s mean over a stage's "
+                    f"other foreach copies; a row without a ± does not loop over {spread_over}."))
     return "\n".join(lines) + "\n"
 
 
@@ -141,6 +166,8 @@ def check(name: str, config: dict, inputs) -> None:
     if not isinstance(inputs, dict) or not inputs:
         raise UserError(f"stages.{name}.inputs: map source names to '<stage>.metrics'")
     where = f"stages.{name}.params"
+    if not isinstance(config.get("spread_over", ""), str):
+        raise UserError(f"{where}.spread_over: expected the name of a foreach dimension, e.g. seed")
     if not isinstance(config.get("splits", ["test"]), list):
         raise UserError(f"{where}.splits: expected a list of split names, e.g. [test]")
     tables = config.get("tables", [])
@@ -170,13 +197,20 @@ def check(name: str, config: dict, inputs) -> None:
 
 def run(ctx):
     check(ctx.name, ctx.config, ctx.inputs)
-    metrics = {name: aggregate([load_json_object(q) for q in p]) if isinstance(p, list)
+    spread_over = ctx.config.get("spread_over")
+    if spread_over and not any(spread_over in ctx.input_loops.get(q, {}) for p in ctx.inputs.values()
+                               if isinstance(p, list) for q in p):
+        dims = sorted({d for at in ctx.input_loops.values() for d in at})
+        raise UserError(f"stages.{ctx.name}.params.spread_over: no input loops over '{spread_over}' "
+                        f"(they loop over: {', '.join(dims) or 'nothing'})")
+    metrics = {name: aggregate_copies([load_json_object(q) for q in p], [ctx.input_loops.get(q, {}) for q in p],
+                                      spread_over) if isinstance(p, list)
                else load_json_object(p) for name, p in ctx.inputs.items()}
     splits = ctx.config.get("splits", ["test"])
     tables = build_tables(metrics, ctx.config.get("tables", []), splits, ctx.name)
     title = ctx.config.get("title", f"{ctx.pipeline} report")
     labels = {**SPLIT_NAMES, **(ctx.config.get("split_labels") or {})}
-    md = to_markdown(title, tables, splits, ctx.config.get("notes", ""), labels)
+    md = to_markdown(title, tables, splits, ctx.config.get("notes", ""), labels, spread_over)
     per_class = None
     if ctx.config.get("per_class"):
         per_class = per_class_table(metrics, ctx.config["per_class"], splits[0], ctx.name)

@@ -201,6 +201,49 @@ stages:
         load_pipeline(p)
 
 
+def test_a_report_spreads_over_one_dimension_of_a_grid(tmp_path):
+    # spread_over: seed -> each seed's mean over its other copies, then the std over seeds; a row
+    # that does not loop over seed gets its mean alone; without it, the std is over every copy
+    from fer_lightning.pipeline.runner import run_pipeline
+    from fer_lightning.pipeline.spec import load_pipeline
+
+    p = tmp_path / "p.yaml"
+    p.write_text("""
+data: {class_path: fer_lightning.data.SyntheticFacesDataModule, init_args: {num_train: 60, num_val: 20}}
+stages:
+  h: {kind: handcrafted, params: {pca: 10}, foreach: {data.init_args.seed: [0, 1], data.init_args.num_test: [20, 40]}}
+  p: {kind: probe, foreach: {seed: [0, 1], num_test: [20, 40]}, inputs: {features: {h: h.features}}}
+  h1: {kind: handcrafted, params: {pca: 10}, foreach: {data.init_args.num_test: [20, 40]}}
+  p1: {kind: probe, foreach: {num_test: [20, 40]}, inputs: {features: {h: h1.features}}}
+  report:
+    kind: report
+    inputs: {p: p.metrics, p1: p1.metrics}
+    params:
+      spread_over: seed
+      splits: [test]
+      tables: [{title: t, columns: [acc], rows: [{label: grid, source: p/h/knn}, {label: folds, source: p1/h/knn}]}]
+  report_all:
+    kind: report
+    inputs: {p: p.metrics}
+    params: {splits: [test], tables: [{title: t, columns: [acc], rows: [{label: grid, source: p/h/knn}]}]}
+""")
+    run_pipeline(load_pipeline(p), tmp_path / "out", log=lambda *_: None)
+    acc = {(s, n): json.loads((tmp_path / f"out/p@{s}@{n}/metrics.json").read_text())["h"]["knn"]["test"]["acc"]
+           for s in (0, 1) for n in (20, 40)}
+    seed_means = [(acc[s, 20] + acc[s, 40]) / 2 for s in (0, 1)]
+    grid, folds = json.loads((tmp_path / "out/report/report.json").read_text())["tables"][0]["rows"]
+    assert grid["ours"]["test"]["acc"] == pytest.approx(np.mean(seed_means))
+    assert grid["ours"]["test"]["acc_std"] == pytest.approx(np.std(seed_means, ddof=1))
+    assert set(folds["ours"]["test"]) == {"acc"}   # no seed: no ±
+    assert "standard deviation over seed of each seed's mean" in (tmp_path / "out/report/report.md").read_text()
+    every = json.loads((tmp_path / "out/report_all/report.json").read_text())["tables"][0]["rows"][0]
+    assert every["ours"]["test"]["acc_std"] == pytest.approx(np.std(list(acc.values()), ddof=1))
+    p.write_text(p.read_text().replace("spread_over: seed", "spread_over: fold"))
+    with pytest.raises(UserError, match=r"stages.report.params.spread_over: no input loops over 'fold' "
+                                        r"\(they loop over: num_test, seed\)"):
+        run_pipeline(load_pipeline(p), tmp_path / "out", log=lambda *_: None)
+
+
 def test_a_bad_foreach_value_fails_the_check_before_anything_runs(tmp_path):
     # the runner checks one copy per new value, not every copy: a value first seen in the last
     # copy is still checked, before the first stage starts

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +31,8 @@ class StageContext:
     group: str              # W&B group: one per pipeline invocation
     key: str
     resume_key: str = ""    # what a training's last.ckpt must match (the key without trainer.max_time)
+    input_loops: dict = field(default_factory=dict)  # path of an input made by a foreach copy -> its
+                                                     # {dimension: value}, e.g. {"seed": 3, "fold": 7}
 
     def output(self, name: str) -> Path:
         from stages import KINDS

@@ -20,12 +20,18 @@ from fer_lightning.pipeline.cache import (Fingerprints, check_done, code_version
 from fer_lightning.pipeline.processes import (Running, StageContext, child_result, execute_in_process_or_child,
                                               interrupts_win_over_stage_failures, relay_progress, start_child,
                                               stop_children, torch_threads)
-from fer_lightning.pipeline.spec import Pipeline, Stage, copied_stage, map_refs
+from fer_lightning.pipeline.spec import Pipeline, Stage, copied_stage, is_file_ref, map_refs
 
 
 def _substitute(inputs, refs: dict):
     """The declared inputs structure with each reference replaced by its path."""
     return map_refs(inputs, lambda ref: str(refs[ref][0]))
+
+
+def _input_loops(pipe: Pipeline, refs: dict) -> dict:
+    """Path -> {dimension: value} of each input a foreach copy made (a report's ``spread_over``)."""
+    ups = {r: pipe.stages[r.partition(".")[0]] for r in refs if not is_file_ref(r)}
+    return {str(p): ups[r].loops for r, (p, _) in refs.items() if r in ups and ups[r].loop_values}
 
 
 def _needs_own_process(stage: Stage) -> bool:
@@ -231,7 +237,8 @@ def run_pipeline(pipe: Pipeline, out_root, only=(), from_stage=None, force=False
                                 input_refs={r: str(p) for r, (p, _) in refs.items()},
                                 input_hashes={r: sha for r, (_, sha) in refs.items()}, pipeline=pipe.name,
                                 group=group, key=key,
-                                resume_key=resume_key(stage, refs, version, fingerprints))
+                                resume_key=resume_key(stage, refs, version, fingerprints),
+                                input_loops=_input_loops(pipe, refs))
 
         def finish(ctx: StageContext, metrics: dict, t0: float):
             with _disk_errors_as_user_errors(ctx.name):

@@ -58,6 +58,11 @@ class Stage:
     deps: list = field(default_factory=list)
     loop_values: dict = field(default_factory=dict)  # a foreach copy's value per key (else empty)
 
+    @property
+    def loops(self) -> dict:
+        """A foreach copy's value per dimension (``{"fold": 7}`` for ``data.init_args.fold: 7``)."""
+        return {_dimension(k): v for k, v in self.loop_values.items()}
+
 
 @dataclass
 class Pipeline:

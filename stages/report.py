@@ -47,7 +47,8 @@ def _pct(x):
 
 def aggregate(runs: list):
     """Metrics of several runs → the same structure with means, ``<metric>_std`` (sample standard
-    deviation) and ``copies``; confusion matrices and counts are summed."""
+    deviation, when there are two runs or more) and ``copies``; confusion matrices and counts are
+    summed."""
     import numpy as np
 
     if not all(isinstance(r, dict) for r in runs):
@@ -63,7 +64,8 @@ def aggregate(runs: list):
             out[k] = int(sum(vals))
         elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
             out[k] = float(np.mean(vals))
-            out[f"{k}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            if len(vals) > 1:  # one copy has no spread: no "± 0.00"
+                out[f"{k}_std"] = float(np.std(vals, ddof=1))
         elif all(isinstance(v, dict) for v in vals):
             out[k] = aggregate(vals)
     return out

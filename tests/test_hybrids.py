@@ -332,11 +332,13 @@ data:
 trainer: {{max_epochs: 1, accelerator: cpu, enable_model_summary: false}}
 stages:
   mobilenet:
-    {foreach}
+    foreach: {{seed: {seeds}{data_folds}}}
     params: {{model: {{net: {{init_args: {{arch: mobilenet_v3_small, input_size: 48}}}}}}}}
   hog_lbp:
-    {foreach}
+    {hog_folds}
     params: {{pca: 10}}
+  hybrid: {{foreach: {{seed: {seeds}{folds}}}}}
+  probe: {{foreach: {{seed: {seeds}{folds}}}}}
   {extra}
 """
 
@@ -345,17 +347,19 @@ stages:
 def test_paper_001_pipeline_on_real_jaffe_files(tmp_path):
     pipe = tmp_path / "p.yaml"
     pipe.write_text(TINY_001.format(base=ROOT / "configs/pipelines/jaffe_hybrid.yaml", root=JAFFE,
-                                    foreach="", extra=""))
+                                    seeds=[0, 1], data_folds="", hog_folds="", folds="", extra=""))  # 2 of 10 seeds
     run_pipeline_cli(pipe, tmp_path / "out")
     report = json.loads((tmp_path / "out/report/report.json").read_text())
-    labels = [r["label"] for r in report["tables"][0]["rows"]]
-    assert labels[0] == "MobileNetV2" and labels[-1].startswith("Proposed hybrid")
-    assert report["tables"][0]["rows"][-1]["ours"]["test"]["acc"] is not None
+    rows = report["tables"][0]["rows"]
+    assert rows[0]["label"] == "MobileNetV2" and rows[-1]["label"].startswith("Proposed hybrid")
+    # mean ± std over the two seeds; HOG/LBP has no seed and runs once
+    assert ["acc_std" in r["ours"]["test"] for r in rows] == [True, False, False, True, True]
+    hybrids = [json.loads((tmp_path / f"out/hybrid@{s}/metrics.json").read_text()) for s in (0, 1)]
+    assert rows[-1]["ours"]["test"]["acc"] == pytest.approx(np.mean([h["test"]["acc"] for h in hybrids]))
     assert len(report["per_class"]["rows"][0]["ours"]) == 7
-    hybrid = json.loads((tmp_path / "out/hybrid/metrics.json").read_text())
-    assert hybrid["test"]["n"] == 57 and hybrid["train"]["n"] == 133 and hybrid["val"]["n"] == 23
-    cfg = (tmp_path / "out/hybrid/config.yaml").read_text()
-    assert "in_features" in cfg and "pooled" in cfg
+    assert hybrids[1]["test"]["n"] == 57 and hybrids[1]["train"]["n"] == 133 and hybrids[1]["val"]["n"] == 23
+    cfg = (tmp_path / "out/hybrid@1/config.yaml").read_text()
+    assert "in_features" in cfg and "pooled" in cfg and "mobilenet@1/features.npz" in cfg
     hand = json.loads((tmp_path / "out/hog_lbp/metrics.json").read_text())
     assert hand["raw_dim"] == 1390 and hand["dim"] == 10
 
@@ -363,21 +367,21 @@ def test_paper_001_pipeline_on_real_jaffe_files(tmp_path):
 @pytest.mark.skipif(not JAFFE.is_dir(), reason="../shared/data not present")
 def test_paper_001_leave_one_subject_out_folds(tmp_path):
     pipe = tmp_path / "p.yaml"
-    loop = "foreach: {data.init_args.fold: [0, 7]}"
     pipe.write_text(TINY_001.format(base=ROOT / "configs/pipelines/jaffe_hybrid_loso.yaml", root=JAFFE,
-                                    foreach=loop, extra="hybrid: {foreach: {fold: [0, 7]}}\n  "
-                                                        "probe: {foreach: {fold: [0, 7]}}"))
+                                    seeds=[0, 1], data_folds=", data.init_args.fold: [0, 7]",
+                                    hog_folds="foreach: {data.init_args.fold: [0, 7]}", folds=", fold: [0, 7]",
+                                    extra="probe_hog_lbp: {foreach: {fold: [0, 7]}}"))
     out = run_pipeline_cli(pipe, tmp_path / "out")
-    assert "mobilenet@7" in out and "hybrid@0" in out
-    m0 = json.loads((tmp_path / "out/hybrid@0/metrics.json").read_text())
-    m7 = json.loads((tmp_path / "out/hybrid@7/metrics.json").read_text())
-    assert m0["test"]["n"] + m7["test"]["n"] in range(40, 47)  # two subjects' ~21 images each
-    report = (tmp_path / "out/report/report.md").read_text()
-    assert " ± " in report
+    assert "mobilenet@1@7" in out and "hybrid@0@0" in out and "hog_lbp@7" in out
+    acc = {(s, f): json.loads((tmp_path / f"out/hybrid@{s}@{f}/metrics.json").read_text())["test"]
+           for s in (0, 1) for f in (0, 7)}
+    assert acc[0, 0]["n"] + acc[0, 7]["n"] in range(40, 47)  # two subjects' ~21 images each
     rows = json.loads((tmp_path / "out/report/report.json").read_text())["tables"][0]["rows"]
     hybrid = rows[-1]["ours"]["test"]
-    assert hybrid["acc"] == pytest.approx((m0["test"]["acc"] + m7["test"]["acc"]) / 2)
-    assert hybrid["acc_std"] == pytest.approx(np.std([m0["test"]["acc"], m7["test"]["acc"]], ddof=1))
+    seed_means = [(acc[s, 0]["acc"] + acc[s, 7]["acc"]) / 2 for s in (0, 1)]  # spread_over: seed
+    assert hybrid["acc"] == pytest.approx(np.mean(seed_means))
+    assert hybrid["acc_std"] == pytest.approx(np.std(seed_means, ddof=1))
+    assert "acc_std" not in rows[1]["ours"]["test"]   # HOG/LBP: no seed, no ±
 
 
 TINY_FROM_FER2013 = """

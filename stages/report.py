@@ -5,10 +5,6 @@ Inputs: a mapping ``{source name: <stage>.metrics}``. A source that is a list (t
 ``foreach`` stage, e.g. cross-validation folds) is shown as mean ± standard deviation over the
 copies; its confusion matrix is their sum.
 Params:
-  spread_over: a foreach dimension, e.g. ``seed``: a row's ± is then the standard deviation over
-          that dimension of each value's mean over the other copies (over a seeds × folds grid:
-          each seed's fold mean, then their spread over seeds, not the subjects' spread over all
-          copies); a row whose copies do not loop over it shows its mean without a ±.
   title: heading of the report.
   splits: the splits to show, e.g. ``[test, private_test]`` (missing ones show as —).
   split_labels: how to name splits in the tables, e.g. ``{test: "test (Public+Private)"}``; they
@@ -18,6 +14,10 @@ Params:
           ``score_fusion/mean`` or ``probe/cnn1/svm``.
   per_class: optional ``{title, rows: [{label, source, paper: [7 values in CLASS_NAMES order]}]}``:
           per-class accuracy (recall, from the confusion matrix) on the first split.
+  spread_over: a foreach dimension, e.g. ``seed``: a row's ± is then the standard deviation over
+          that dimension of each value's mean over the other copies (over a seeds × folds grid:
+          each seed's fold mean, then their spread over seeds, not the subjects' spread over all
+          copies); a row whose copies do not loop over it shows its mean without a ±.
 """
 
 from fer_lightning import CLASS_NAMES

@@ -61,7 +61,7 @@ class Stage:
     @property
     def loops(self) -> dict:
         """A foreach copy's value per dimension (``{"fold": 7}`` for ``data.init_args.fold: 7``)."""
-        return {_dimension(k): v for k, v in self.loop_values.items()}
+        return _by_dimension(self.loop_values)
 
 
 @dataclass
@@ -277,14 +277,14 @@ def load_pipeline(path, sets: list[str] = (), data: str | None = None) -> Pipeli
                 for key, value in zip(targets, combo):
                     if targets[key] is not None:
                         set_dotted(copy_cfg, targets[key], value)
-            at = {_dimension(key): value for key, value in zip(targets, combo)}
-            inputs = _bind(st.get("inputs"), loops, at)
+            loop_values = dict(zip(targets, combo))
+            inputs = _bind(st.get("inputs"), loops, _by_dimension(loop_values))
             deps = []
             for ref in iter_refs(inputs):
                 if not is_file_ref(ref) and (up := ref.partition(".")[0]) not in deps:
                     deps.append(up)
             copy_name = _copy_name(name, combo)
-            stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps, dict(zip(targets, combo)))
+            stages[copy_name] = Stage(copy_name, kind, copy_cfg, inputs, deps, loop_values)
     if data is not None and not any("data" in s.config for s in stages.values()):
         raise UserError(f"--data {data}: no stage of {path.name} reads the pipeline's data (its inputs are other "
                         f"runs' files); leave --data out")
@@ -339,6 +339,11 @@ def copied_stage(name: str) -> str:
 def _dimension(key: str) -> str:
     """What a foreach key loops over: its last name (``data.init_args.fold`` and ``fold`` are one)."""
     return str(key).rsplit(".", 1)[-1]
+
+
+def _by_dimension(loop_values: dict) -> dict:
+    """A copy's value per key → its value per dimension."""
+    return {_dimension(k): v for k, v in loop_values.items()}
 
 
 def _check_loops_meet(up_loops, loops, where: str, up: str, name: str):
